@@ -1,0 +1,97 @@
+"""Advertisers as Mesa agents: who they are, whether they enter, what they remember.
+
+An agent never calls an engine: the model runs the auction and hands each agent its
+`RoundRecord`. Entry is decided by the agent's policy from its own history and from the histories
+of its neighbours on the scenario's observation graph (DESIGN.md, "One round", step 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import mesa
+
+from agents.records import RoundRecord
+from market.prompts import Brand
+
+
+class EntryPolicy(Protocol):
+    """What an agent needs from an entry policy (agents/policies.py builds them)."""
+
+    def decide(
+        self, history: Sequence[RoundRecord], neighbors: Mapping[str, Sequence[RoundRecord]]
+    ) -> bool: ...
+
+
+class AdvertiserAgent(mesa.Agent):
+    """One advertiser: a brand with a value scale v_i, an entry policy and a report strategy.
+
+    ``value`` scales her reward r_i(x, y) = v_i · (log π_i(y|x) − log π_ref(y|x)).
+    ``neighbors`` are the agents whose histories she observes; the model sets them once all
+    agents exist. ``entering`` holds the decision of the current round.
+    """
+
+    def __init__(
+        self,
+        model: mesa.Model,
+        *,
+        name: str,
+        description: str,
+        topics: Sequence[str],
+        value: float,
+        policy: EntryPolicy,
+        policy_type: str,
+        strategy: Any,
+    ) -> None:
+        super().__init__(model)
+        if not name or any(ch.isspace() or ch == "," for ch in name):
+            raise ValueError(f"name must be one word without spaces or commas, got {name!r}")
+        if not value >= 0:
+            raise ValueError(f"value of {name} must be >= 0, got {value}")
+        self.name = name
+        self.description = description
+        self.topics = tuple(topics)
+        self.value = float(value)
+        self.policy = policy
+        self.policy_type = policy_type
+        self.strategy = strategy
+        self.history: list[RoundRecord] = []
+        self.neighbors: tuple[AdvertiserAgent, ...] = ()
+        self.entering = False
+
+    @property
+    def brand(self) -> Brand:
+        return Brand(self.name, self.description)
+
+    def neighbor_histories(self, rounds: int | None = None) -> dict[str, list[RoundRecord]]:
+        """The histories she observes, each cut to its first ``rounds`` records when given."""
+        return {n.name: n.history[:rounds] for n in self.neighbors}
+
+    def decide_entry(self) -> bool:
+        """Ask her policy whether to enter this round; the answer is kept in ``entering``."""
+        self.entering = bool(self.policy.decide(self.history, self.neighbor_histories()))
+        return self.entering
+
+    def replay_entry(self, rounds: int) -> bool:
+        """Re-ask her policy the question of round ``rounds`` from the recorded histories.
+
+        Used when resuming a run: it advances the policy's random stream and any state it keeps
+        exactly as the original run did, and returns the decision to check against the record.
+        """
+        return bool(self.policy.decide(self.history[:rounds], self.neighbor_histories(rounds)))
+
+    def record(self, record: RoundRecord) -> None:
+        """Append the outcome of the round that just ended to her history."""
+        if record.round != len(self.history):
+            raise ValueError(
+                f"record.round must be {len(self.history)} for {self.name} (the next round), "
+                f"got {record.round}"
+            )
+        self.history.append(record)
+
+    @property
+    def last(self) -> RoundRecord:
+        if not self.history:
+            raise LookupError(f"{self.name} has no recorded round yet")
+        return self.history[-1]

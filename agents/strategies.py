@@ -1,0 +1,149 @@
+"""Report strategies: what an advertiser tells the mechanism, given her true rewards.
+
+Under MOSAIC an advertiser reports one reward per candidate reply, ``report(true_rewards)``;
+truthful reporting maximizes her expected utility for every fixed candidate set (Theorem 5.1), so
+any other strategy here is a deliberate misreport for experiments. In the token auction she
+submits one scalar bid, ``bid(value)``; the truthful bid is her value scale v_i.
+
+New strategies plug in with ``@register_strategy("name")``; ``build_strategy`` validates kwargs.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agents.policies import check_kwargs, spec_parts
+
+STRATEGIES: dict[str, type[ReportStrategy]] = {}
+
+
+def register_strategy(name: str) -> Callable[[type[ReportStrategy]], type[ReportStrategy]]:
+    """Class decorator: make a ``ReportStrategy`` subclass buildable as ``{type: name}``."""
+
+    def register(cls: type[ReportStrategy]) -> type[ReportStrategy]:
+        if name in STRATEGIES:
+            raise ValueError(f"strategy type {name!r} is already registered; pick another name")
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return register
+
+
+class ReportStrategy(ABC):
+    """Base class. ``report`` returns a new float array shaped like ``true_rewards``."""
+
+    name: ClassVar[str] = "base"
+    needs_rng: ClassVar[bool] = False
+
+    def report(self, true_rewards: np.ndarray) -> np.ndarray:
+        """Reported rewards r̃_i(x, y_j) for the candidates, from the true r_i(x, y_j)."""
+        return self._report(np.array(true_rewards, dtype=float))
+
+    def bid(self, value: float) -> float:
+        """Token-auction bid b_i >= 0 from the value scale v_i."""
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"value must be a finite number >= 0, got {value!r}")
+        return max(0.0, float(self._bid(float(value))))
+
+    @abstractmethod
+    def _report(self, rewards: np.ndarray) -> np.ndarray:
+        """Transform a private copy of the true rewards."""
+
+    @abstractmethod
+    def _bid(self, value: float) -> float:
+        """Transform the value scale (the result is clipped at 0)."""
+
+
+@register_strategy("truthful")
+class Truthful(ReportStrategy):
+    """Reports the true rewards and bids the value scale (dominant under MOSAIC, Theorem 5.1)."""
+
+    def _report(self, rewards: np.ndarray) -> np.ndarray:
+        return rewards
+
+    def _bid(self, value: float) -> float:
+        return value
+
+
+@register_strategy("scale")
+class Scale(ReportStrategy):
+    """Reports ``factor`` · r_i and bids ``factor`` · v_i (factor > 1 overstates)."""
+
+    def __init__(self, *, factor: float = 1.0) -> None:
+        if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
+            raise ValueError(f"factor must be a finite number > 0, got {factor!r}")
+        self.factor = float(factor)
+
+    def _report(self, rewards: np.ndarray) -> np.ndarray:
+        return rewards * self.factor
+
+    def _bid(self, value: float) -> float:
+        return value * self.factor
+
+
+@register_strategy("shift")
+class Shift(ReportStrategy):
+    """Reports r_i + ``amount`` on every candidate and bids v_i + ``amount`` (clipped at 0).
+
+    A constant shift leaves MOSAIC's allocation unchanged (softmax is shift-invariant).
+    """
+
+    def __init__(self, *, amount: float = 0.0) -> None:
+        if not (isinstance(amount, int | float) and math.isfinite(amount)):
+            raise ValueError(f"amount must be a finite number, got {amount!r}")
+        self.amount = float(amount)
+
+    def _report(self, rewards: np.ndarray) -> np.ndarray:
+        return rewards + self.amount
+
+    def _bid(self, value: float) -> float:
+        return value + self.amount
+
+
+@register_strategy("noise")
+class Noise(ReportStrategy):
+    """Adds independent N(0, sigma²) noise to each reported reward and to the bid (clipped at 0).
+
+    Draws from the generator given to ``build_strategy(spec, rng)``.
+    """
+
+    needs_rng = True
+
+    def __init__(self, *, rng: np.random.Generator, sigma: float = 1.0) -> None:
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError(
+                "strategy 'noise' needs an rng: call build_strategy(spec, rng) with a "
+                f"numpy.random.Generator, got {type(rng).__name__}"
+            )
+        if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+        self.rng = rng
+        self.sigma = float(sigma)
+
+    def _report(self, rewards: np.ndarray) -> np.ndarray:
+        return rewards + self.sigma * self.rng.standard_normal(rewards.shape)
+
+    def _bid(self, value: float) -> float:
+        return value + self.sigma * float(self.rng.standard_normal())
+
+
+def build_strategy(spec: Any, rng: np.random.Generator | None = None) -> ReportStrategy:
+    """Build a report strategy from ``{type: ..., kwargs: {...}}`` (a mapping or ComponentSpec).
+
+    ``rng`` is required by strategies that draw (``noise``) and ignored by the others.
+    """
+    kind, kwargs = spec_parts(spec, "strategy")
+    if kind not in STRATEGIES:
+        raise ValueError(f"unknown strategy type {kind!r}; known: {', '.join(STRATEGIES)}")
+    cls = STRATEGIES[kind]
+    check_kwargs(cls, kwargs, f"strategy {kind!r}")
+    try:
+        return cls(**kwargs, rng=rng) if cls.needs_rng else cls(**kwargs)
+    except ValueError as err:
+        raise ValueError(f"strategy {kind!r}: {err}") from err

@@ -1,0 +1,368 @@
+"""One auction: prompts -> engine -> rewards -> mechanism -> outcome (DESIGN.md, "One round").
+
+This is the only place that turns prompts into an outcome. MOSAIC makes exactly one ``generate``
+call (M candidates from π_gen) and one ``score`` call (every prompt × every candidate); the token
+auction makes one ``next_token_logprobs`` call per generated token and one ``score`` call for the
+realized reply. Rewards follow the paper's implicit-reward mapping (App. B.2):
+
+    r_i(x, y) = v_i · (log π_i(y|x) − log π_ref(y|x)),
+
+and the mechanism sees the advertisers' *reported* rewards while every number recorded about an
+advertiser (expected and realized reward, utility) uses her *true* rewards.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from market.engines.base import Candidate, Engine, Prompt, SamplingParams
+from market.mechanisms import MosaicMechanism, TokenAuctionMechanism, sample_reply, stable_sample
+from market.prompts import Brand, advertiser_prompt, context_prompt, reference_prompt
+
+
+@dataclass(frozen=True)
+class Bidder:
+    """An advertiser as the auction sees her: brand, value scale v_i, and report strategy.
+
+    ``strategy`` has ``report(true_rewards) -> reported`` (MOSAIC) and ``bid(value) -> float``
+    (token auction); ``None`` means truthful. Observers (absent advertisers whose reward for the
+    returned reply is recorded) are Bidders too; their strategy is never asked.
+    """
+
+    brand: Brand
+    value: float
+    strategy: Any = None
+
+    def report(self, true_rewards: np.ndarray) -> np.ndarray:
+        if self.strategy is None:
+            return true_rewards
+        reported = np.asarray(self.strategy.report(true_rewards), dtype=float)
+        if reported.shape != true_rewards.shape:
+            raise ValueError(
+                f"strategy of {self.brand.name} reported shape {reported.shape}, expected "
+                f"{true_rewards.shape} (one reward per candidate)"
+            )
+        return reported
+
+    def bid(self) -> float:
+        return self.value if self.strategy is None else float(self.strategy.bid(self.value))
+
+
+@dataclass(frozen=True, eq=False)
+class RoundOutcome:
+    """Everything one auction produced; arrays are indexed [entrant] and/or [candidate].
+
+    For the token auction there is one candidate (the generated reply) with allocation 1;
+    ``expected_rewards_without`` and ``offsets`` are NaN there (docs/data.md).
+    """
+
+    mechanism: str  # "mosaic" | "token_auction"
+    generator: str  # "context" | "reference" | "token"
+    query: str
+    entrants: tuple[str, ...]
+    observers: tuple[str, ...]
+    candidates: tuple[Candidate, ...]
+    log_ref: np.ndarray  # (M,) log π_ref(y_j | x)
+    log_gen: np.ndarray  # (M,) exact proposal log-probability under the sampler used
+    allocation: np.ndarray  # (M,)
+    rewards: np.ndarray  # (n, M) true rewards r_i(x, y_j)
+    reported: np.ndarray  # (n, M) what the mechanism saw
+    returned: int
+    payments: np.ndarray  # (n,)
+    expected_rewards: np.ndarray  # (n,) allocation · true r_i
+    expected_rewards_without: np.ndarray  # (n,) softmax(β_{-i}) · true r_i
+    offsets: np.ndarray  # (n,) C_i
+    outside_rewards: np.ndarray  # (k,) observers' true reward for the returned reply
+    engine_seconds: float
+
+    @property
+    def reply(self) -> Candidate:
+        return self.candidates[self.returned]
+
+    @property
+    def utilities(self) -> np.ndarray:
+        """Ex-interim expected utility with true rewards: expected reward − payment."""
+        return self.expected_rewards - self.payments
+
+    @property
+    def realized_rewards(self) -> np.ndarray:
+        """True reward of every entrant for the returned reply."""
+        return self.rewards[:, self.returned]
+
+    @property
+    def revenue(self) -> float:
+        return float(self.payments.sum())
+
+    @property
+    def welfare(self) -> float:
+        return float(self.realized_rewards.sum())
+
+    @property
+    def expected_welfare(self) -> float:
+        return float(self.expected_rewards.sum())
+
+    @property
+    def reply_tokens(self) -> int:
+        return len(self.reply.token_ids)
+
+    @property
+    def reply_logprob_ref(self) -> float:
+        return float(self.log_ref[self.returned])
+
+    @property
+    def usefulness(self) -> float:
+        """log π_ref(reply | x) per token: the user's usefulness (App. C.3)."""
+        return self.reply_logprob_ref / max(self.reply_tokens, 1)
+
+    @property
+    def ess(self) -> float:
+        """Effective sample size of the allocation, 1 / Σ allocation²."""
+        return float(1.0 / np.square(self.allocation).sum())
+
+    @property
+    def mentioned(self) -> tuple[str, ...]:
+        """Entrants whose name appears in the returned reply."""
+        return tuple(name for name in self.entrants if mentions(self.reply.text, name))
+
+
+def mentions(text: str, name: str) -> bool:
+    """Whether ``name`` appears in ``text`` as a word, ignoring case."""
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, flags=re.IGNORECASE) is not None
+
+
+def rewards_from_scores(
+    values: np.ndarray, log_advertisers: np.ndarray, log_ref: np.ndarray
+) -> np.ndarray:
+    """r_i(x, y_j) = v_i · (log π_i(y_j|x) − log π_ref(y_j|x)) for every advertiser and reply.
+
+    A reply the reference LLM cannot produce (log π_ref = −inf) lies outside the KL-regularized
+    objective (eq. 1) and is never returned by MOSAIC; its reward is recorded as 0 rather than
+    +inf or NaN. A reply advertiser i's LLM cannot produce gets −inf (a veto).
+    """
+    values = np.asarray(values, dtype=float)
+    possible = np.isfinite(log_ref)[None, :]
+    with np.errstate(invalid="ignore"):
+        diff = np.where(possible, log_advertisers - np.where(possible, log_ref, 0.0), 0.0)
+    return values[:, None] * diff
+
+
+def _expectation(allocation: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    """allocation · rewards[i] for every row, a never-returned candidate counting 0 (not NaN)."""
+    returned = allocation > 0
+    return np.where(returned, allocation * np.where(returned, rewards, 0.0), 0.0).sum(axis=-1)
+
+
+class _EngineClock:
+    """Calls the engine and adds up the wall time spent inside it."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def call(self, method: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return method(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def run_round(
+    engine: Engine,
+    mechanism: MosaicMechanism | TokenAuctionMechanism,
+    query: str,
+    bidders: Sequence[Bidder],
+    sampling: SamplingParams,
+    *,
+    seed: int,
+    rng: np.random.Generator,
+    observers: Sequence[Bidder] = (),
+) -> RoundOutcome:
+    """Run one auction for ``query`` among ``bidders`` and draw the returned reply.
+
+    ``seed`` drives the engine's sampling; ``rng`` draws the reply from the allocation (MOSAIC)
+    or the shared uniform of every token position (token auction). ``observers`` are absent
+    advertisers whose true reward for the returned reply is recorded (the outside option).
+    """
+    if isinstance(mechanism, MosaicMechanism):
+        return _run_mosaic(engine, mechanism, query, bidders, sampling, seed, rng, observers)
+    if isinstance(mechanism, TokenAuctionMechanism):
+        return _run_token_auction(engine, mechanism, query, bidders, sampling, rng, observers)
+    raise TypeError(
+        f"mechanism must be a MosaicMechanism or TokenAuctionMechanism (build it with "
+        f"build_mechanism), got {type(mechanism).__name__}"
+    )
+
+
+def _score_prompts(query: str, bidders: Sequence[Bidder], observers: Sequence[Bidder]):
+    """Reference prompt first, then every entrant's and every observer's advertiser prompt."""
+    return [reference_prompt(query)] + [
+        advertiser_prompt(query, b.brand) for b in (*bidders, *observers)
+    ]
+
+
+def _values(bidders: Sequence[Bidder]) -> np.ndarray:
+    return np.array([b.value for b in bidders], dtype=float)
+
+
+def _run_mosaic(
+    engine: Engine,
+    mechanism: MosaicMechanism,
+    query: str,
+    bidders: Sequence[Bidder],
+    sampling: SamplingParams,
+    seed: int,
+    rng: np.random.Generator,
+    observers: Sequence[Bidder],
+) -> RoundOutcome:
+    """Algorithm 1 with the payments of Eq. (13) (and the offset of Sec. 5.3 when configured)."""
+    clock = _EngineClock()
+    brands = [b.brand for b in bidders]
+    generator_prompt: Prompt = (
+        context_prompt(query, brands)
+        if mechanism.generator == "context"
+        else reference_prompt(query)
+    )
+    [candidates] = clock.call(
+        engine.generate, [generator_prompt], mechanism.candidates, sampling, seed
+    )
+    scores = np.asarray(
+        clock.call(engine.score, _score_prompts(query, bidders, observers), candidates),
+        dtype=float,
+    )
+    n = len(bidders)
+    log_ref = scores[0]
+    # The importance weight uses the probability under the sampler actually used (Alg. 1, l. 3).
+    log_gen = np.array([c.proposal_logprob for c in candidates], dtype=float)
+    true_rewards = rewards_from_scores(_values(bidders), scores[1 : 1 + n], log_ref)
+    reported = np.array(
+        [b.report(true_rewards[i]) for i, b in enumerate(bidders)], dtype=float
+    ).reshape(n, len(candidates))
+    outcome = mechanism.outcome(reported, log_ref, log_gen)
+    returned = int(sample_reply(outcome, rng))
+    if np.array_equal(reported, true_rewards):
+        expected, without = outcome.expected_rewards, outcome.expected_rewards_without
+    else:  # the mechanism saw reports; what she gets is measured with her true rewards
+        expected = _expectation(outcome.allocation, true_rewards)
+        without = _expected_rewards_without(mechanism, reported, true_rewards, log_ref, log_gen)
+    observer_rewards = rewards_from_scores(_values(observers), scores[1 + n :], log_ref)
+    return RoundOutcome(
+        mechanism="mosaic",
+        generator=mechanism.generator,
+        query=query,
+        entrants=tuple(b.brand.name for b in bidders),
+        observers=tuple(b.brand.name for b in observers),
+        candidates=tuple(candidates),
+        log_ref=log_ref,
+        log_gen=log_gen,
+        allocation=np.asarray(outcome.allocation, dtype=float),
+        rewards=true_rewards,
+        reported=reported,
+        returned=returned,
+        payments=np.asarray(outcome.payments, dtype=float),
+        expected_rewards=expected,
+        expected_rewards_without=without,
+        offsets=np.asarray(outcome.offsets, dtype=float),
+        outside_rewards=observer_rewards[:, returned],
+        engine_seconds=clock.seconds,
+    )
+
+
+def _expected_rewards_without(
+    mechanism: MosaicMechanism,
+    reported: np.ndarray,
+    true_rewards: np.ndarray,
+    log_ref: np.ndarray,
+    log_gen: np.ndarray,
+) -> np.ndarray:
+    """softmax(β_{-i}) · true r_i: the allocation she would face with her report zeroed.
+
+    Zeroing row i of the reports leaves exactly the logits β_{-i} (Lemma 5.2), so the
+    mechanism's own allocation gives the counterfactual without duplicating its math.
+    """
+    without = np.empty(len(reported))
+    for i in range(len(reported)):
+        others = reported.copy()
+        others[i] = 0.0
+        allocation = mechanism.outcome(others, log_ref, log_gen).allocation
+        without[i] = _expectation(allocation, true_rewards[i])
+    return without
+
+
+def _run_token_auction(
+    engine: Engine,
+    mechanism: TokenAuctionMechanism,
+    query: str,
+    bidders: Sequence[Bidder],
+    sampling: SamplingParams,
+    rng: np.random.Generator,
+    observers: Sequence[Bidder],
+) -> RoundOutcome:
+    """Token-by-token auction (Duetting et al.): stable sampling, critical-bid payments."""
+    clock = _EngineClock()
+    n = len(bidders)
+    step_prompts = _score_prompts(query, bidders, ())
+    bids = np.array([b.bid() for b in bidders], dtype=float)
+    use_reference = mechanism.reference_weight > 0
+    max_tokens = mechanism.max_tokens or sampling.max_new_tokens
+    eos = engine.eos_token_id
+    tokens: list[int] = []
+    payments = np.zeros(n)
+    proposal_logprob = 0.0
+    for _ in range(max_tokens):
+        logprobs = np.asarray(
+            clock.call(engine.next_token_logprobs, step_prompts, [tokens] * len(step_prompts)),
+            dtype=float,
+        )
+        probs = np.exp(logprobs)
+        u = float(rng.random())
+        if use_reference or np.any(bids > 0):
+            step = mechanism.step(probs[1:], bids, u, reference=probs[0] if use_reference else None)
+            token, q = int(step.token), step.q
+            payments += np.asarray(step.payments, dtype=float)
+        else:  # nobody bids and the reference has no weight: the reference LLM answers alone
+            token, q = stable_sample(probs[0], u), probs[0]
+        proposal_logprob += math.log(float(q[token]))
+        tokens.append(token)
+        if eos is not None and token == eos:
+            break
+    reply_ids = tuple(tokens)
+    reply = Candidate(
+        text=clock.call(engine.decode, list(reply_ids)),
+        token_ids=reply_ids,
+        proposal_logprob=proposal_logprob,
+        model_logprob=math.nan,
+    )
+    scores = np.asarray(
+        clock.call(engine.score, _score_prompts(query, bidders, observers), [reply]), dtype=float
+    )
+    log_ref = scores[0]
+    true_rewards = rewards_from_scores(_values(bidders), scores[1 : 1 + n], log_ref)
+    observer_rewards = rewards_from_scores(_values(observers), scores[1 + n :], log_ref)
+    reply = Candidate(reply.text, reply.token_ids, proposal_logprob, float(log_ref[0]))
+    return RoundOutcome(
+        mechanism="token_auction",
+        generator="token",
+        query=query,
+        entrants=tuple(b.brand.name for b in bidders),
+        observers=tuple(b.brand.name for b in observers),
+        candidates=(reply,),
+        log_ref=log_ref,
+        log_gen=np.array([proposal_logprob]),
+        allocation=np.ones(1),
+        rewards=true_rewards,
+        reported=true_rewards,
+        returned=0,
+        payments=payments,
+        expected_rewards=true_rewards[:, 0],
+        expected_rewards_without=np.full(n, np.nan),
+        offsets=np.full(n, np.nan),
+        outside_rewards=observer_rewards[:, 0],
+        engine_seconds=clock.seconds,
+    )

@@ -1,0 +1,456 @@
+"""A run folder (docs/data.md): the resolved scenario, parquet parts flushed as rounds complete,
+``meta.json`` with the completed rounds, and resuming a run that was stopped.
+
+Writes are crash-safe in order: each flush writes one part per table (to a hidden temporary file,
+then renamed into place), then rewrites ``meta.json`` — the commit point — with the number of
+committed parts and the rounds each (variant, seed) has completed. Opening a folder to resume
+deletes parts beyond that count (a flush cut short), so the tables and ``meta.json`` agree.
+
+Resuming reloads the scenario from the folder, rebuilds every advertiser's history from
+``advertisers`` and replays the entry policies (`MarketModel.restore`); every other random
+stream is addressed by round, so the resumed run writes exactly the rows an uninterrupted run
+writes (only the part boundaries and the two timing columns differ).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from agents.records import RoundRecord
+from market.engines.base import Engine, EngineInfo
+from market.model import (
+    ADVERTISER_REPORTERS,
+    AUCTION_COLUMNS,
+    ROUND_REPORTERS,
+    MarketModel,
+    TableRows,
+)
+from scenarios.loader import dump_scenario, expand_variants, load_scenario
+
+TABLES = ("rounds", "advertisers", "auctions")
+SCENARIO_FILE = "scenario.yaml"
+META_FILE = "meta.json"
+FLUSH_SECONDS = 2.0
+TIMING_COLUMNS = ("engine_seconds", "round_seconds")
+
+_KEYS = {"variant": pa.string(), "seed": pa.int64(), "round": pa.int64()}
+_STRINGS = pa.list_(pa.string())
+_TYPES: dict[str, dict[str, pa.DataType]] = {
+    "rounds": {
+        **_KEYS,
+        "query": pa.string(),
+        "topic": pa.string(),
+        "mechanism": pa.string(),
+        "generator": pa.string(),
+        "n_entrants": pa.int64(),
+        "entrants": _STRINGS,
+        "n_relevant_entrants": pa.int64(),
+        "n_irrelevant_entrants": pa.int64(),
+        "n_candidates": pa.int64(),
+        "revenue": pa.float64(),
+        "welfare": pa.float64(),
+        "expected_welfare": pa.float64(),
+        "usefulness": pa.float64(),
+        "reply_logprob_ref": pa.float64(),
+        "reply_tokens": pa.int64(),
+        "reply_text": pa.string(),
+        "ess": pa.float64(),
+        "mentioned": _STRINGS,
+        "engine_seconds": pa.float64(),
+        "round_seconds": pa.float64(),
+    },
+    "advertisers": {
+        **_KEYS,
+        "advertiser": pa.string(),
+        "value": pa.float64(),
+        "policy": pa.string(),
+        "entered": pa.bool_(),
+        "relevant": pa.bool_(),
+        "payment": pa.float64(),
+        "expected_reward": pa.float64(),
+        "expected_reward_without": pa.float64(),
+        "utility": pa.float64(),
+        "realized_reward": pa.float64(),
+        "realized_utility": pa.float64(),
+        "outside_reward": pa.float64(),
+        "mentioned": pa.bool_(),
+        "offset": pa.float64(),
+    },
+    "auctions": {
+        **_KEYS,
+        "candidate": pa.int64(),
+        "text": pa.string(),
+        "n_tokens": pa.int64(),
+        "log_ref": pa.float64(),
+        "log_gen": pa.float64(),
+        "allocation": pa.float64(),
+        "returned": pa.bool_(),
+        "rewards": pa.list_(pa.float64()),
+        "entrants": _STRINGS,
+    },
+}
+_COLUMNS = {
+    "rounds": tuple(ROUND_REPORTERS),
+    "advertisers": tuple(ADVERTISER_REPORTERS),
+    "auctions": AUCTION_COLUMNS,
+}
+SCHEMAS = {
+    table: pa.schema([(name, _TYPES[table][name]) for name in columns])
+    for table, columns in _COLUMNS.items()
+}
+_RECORD_FIELDS = (
+    "round",
+    "entered",
+    "relevant",
+    "expected_reward",
+    "payment",
+    "utility",
+    "realized_reward",
+    "realized_utility",
+    "outside_reward",
+    "mentioned",
+)
+
+
+class RunError(Exception):
+    """A run that cannot start or continue; the message is one line saying what to do."""
+
+
+class RunInterrupted(Exception):
+    """The user stopped the run (Ctrl-C); every completed round up to the last flush is saved."""
+
+    def __init__(self, run_dir: Path, completed: int) -> None:
+        self.run_dir = run_dir
+        self.completed = completed
+        super().__init__(f"interrupted after {completed} completed rounds in {run_dir}")
+
+
+def default_run_dir(name: str, root: str | Path = "runs") -> Path:
+    """``runs/<name>-<timestamp>``."""
+    return Path(root) / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("admarket")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _engine_json(info: EngineInfo) -> dict[str, Any]:
+    return {
+        "engine": info.engine,
+        "model": info.model,
+        "device": info.device,
+        "dtype": info.dtype,
+        "extra": {str(k): str(v) for k, v in dict(info.extra).items()},
+    }
+
+
+@dataclass
+class RunFolder:
+    """One run folder on disk and its ``meta.json`` (kept in memory, rewritten on commit)."""
+
+    path: Path
+    meta: dict[str, Any]
+    scenario: Any = None
+    _written_parts: int = field(default=0, init=False)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.meta["seeds"])
+
+    @property
+    def rounds(self) -> int:
+        return int(self.meta["rounds"])
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(self.meta["variants"])
+
+    @property
+    def total_rounds(self) -> int:
+        return self.rounds * len(self.seeds) * len(self.variants)
+
+    @property
+    def completed_rounds(self) -> int:
+        return sum(
+            min(done, self.rounds)
+            for per_seed in self.meta["completed"].values()
+            for done in per_seed.values()
+        )
+
+    def completed(self, variant: str, seed: int) -> int:
+        return int(self.meta["completed"][variant].get(str(seed), 0))
+
+    @classmethod
+    def create(cls, path: Path, scenario: Any, seeds: Sequence[int]) -> RunFolder:
+        """Start a new run folder: write the resolved scenario and an empty ``meta.json``."""
+        path = Path(path)
+        if (path / META_FILE).exists():
+            raise RunError(
+                f"{path} already holds a run; continue it with `admarket run --resume {path}` "
+                "or pick another --out"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path / SCENARIO_FILE, dump_scenario(scenario))
+        variants = list(expand_variants(scenario))
+        meta = {
+            "admarket_version": _version(),
+            "scenario": scenario.name,
+            "variants": variants,
+            "seeds": [int(s) for s in seeds],
+            "rounds": int(scenario.rounds),
+            "completed": {v: {str(s): 0 for s in seeds} for v in variants},
+            "parts": 0,
+            "status": "created",
+            "engines": {},
+            "created": _now(),
+            "updated": _now(),
+            "wall_seconds": 0.0,
+        }
+        folder = cls(path, meta)
+        folder.commit()
+        # Run from the scenario as written, so that a resumed run starts from the same one.
+        folder.scenario = load_scenario(path / SCENARIO_FILE)
+        return folder
+
+    @classmethod
+    def open(cls, path: Path, rounds: int | None = None) -> RunFolder:
+        """Reopen a run folder to continue it (``rounds`` may extend the run)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise RunError(f"run folder {path} does not exist; pass the --out DIR of an earlier run")
+        for name in (SCENARIO_FILE, META_FILE):
+            if not (path / name).is_file():
+                raise RunError(f"{path} has no {name}: it is not a run folder written by admarket run")
+        try:
+            meta = json.loads((path / META_FILE).read_text())
+        except json.JSONDecodeError as err:
+            raise RunError(
+                f"{path / META_FILE} is not valid JSON ({err.msg}); the folder is damaged"
+            ) from err
+        folder = cls(path, meta, load_scenario(path / SCENARIO_FILE))
+        if rounds is not None:
+            if rounds < folder.rounds:
+                raise RunError(
+                    f"--rounds {rounds} is fewer than the {folder.rounds} rounds of the run in "
+                    f"{path}; leave --rounds out or give a larger number"
+                )
+            folder.meta["rounds"] = int(rounds)
+        folder._drop_uncommitted_parts()
+        return folder
+
+    def _drop_uncommitted_parts(self) -> None:
+        committed = int(self.meta["parts"])
+        for table in TABLES:
+            folder = self.path / table
+            if not folder.is_dir():
+                continue
+            for part in folder.iterdir():
+                index = _part_index(part.name)
+                if part.name.startswith(".") or (index is not None and index >= committed):
+                    part.unlink()
+        self._written_parts = committed
+
+    def histories(self, variant: str, seed: int) -> dict[str, list[RoundRecord]]:
+        """Every advertiser's recorded rounds of one replicate, oldest first."""
+        done = self.completed(variant, seed)
+        folder = self.path / "advertisers"
+        if done == 0:
+            return {}
+        frame = pd.read_parquet(
+            folder, filters=[("variant", "==", variant), ("seed", "==", int(seed))]
+        )
+        frame = frame[frame["round"] < done].sort_values(["advertiser", "round"], kind="stable")
+        histories: dict[str, list[RoundRecord]] = {}
+        for name, rows in frame.groupby("advertiser", sort=False):
+            records = [
+                RoundRecord(
+                    round=int(r.round),
+                    entered=bool(r.entered),
+                    relevant=bool(r.relevant),
+                    expected_reward=float(r.expected_reward),
+                    payment=float(r.payment),
+                    utility=float(r.utility),
+                    realized_reward=float(r.realized_reward),
+                    realized_utility=float(r.realized_utility),
+                    outside_reward=float(r.outside_reward),
+                    mentioned=bool(r.mentioned),
+                )
+                for r in rows[list(_RECORD_FIELDS)].itertuples(index=False)
+            ]
+            if [r.round for r in records] != list(range(done)):
+                raise RunError(
+                    f"{folder} lacks rounds of {name} ({variant}, seed {seed}): meta.json says "
+                    f"{done} completed; the folder is damaged, start a new run"
+                )
+            histories[str(name)] = records
+        return histories
+
+    def write(self, batches: Iterable[TableRows], completed: Mapping[tuple[str, int], int]) -> None:
+        """Write the rows as one new part per table, then commit ``meta.json``."""
+        rows = {table: [] for table in TABLES}
+        for batch in batches:
+            rows["rounds"] += batch.rounds
+            rows["advertisers"] += batch.advertisers
+            rows["auctions"] += batch.auctions
+        if rows["rounds"]:
+            name = f"part-{self._written_parts:05d}.parquet"
+            for table in TABLES:
+                folder = self.path / table
+                folder.mkdir(exist_ok=True)
+                data = pa.Table.from_pylist(rows[table], schema=SCHEMAS[table])
+                temporary = folder / f".{name}.tmp"
+                pq.write_table(data, temporary)
+                os.replace(temporary, folder / name)
+            self._written_parts += 1
+            self.meta["parts"] = self._written_parts
+        for (variant, seed), done in completed.items():
+            self.meta["completed"][variant][str(seed)] = int(done)
+        self.commit()
+
+    def commit(self, status: str | None = None, wall_seconds: float = 0.0) -> None:
+        if status is not None:
+            self.meta["status"] = status
+        self.meta["wall_seconds"] = round(float(self.meta["wall_seconds"]) + wall_seconds, 3)
+        self.meta["updated"] = _now()
+        _write_atomic(self.path / META_FILE, json.dumps(self.meta, indent=2) + "\n")
+
+
+def _part_index(name: str) -> int | None:
+    stem = name.removesuffix(".parquet")
+    if name.endswith(".parquet") and stem.startswith("part-") and stem[5:].isdigit():
+        return int(stem[5:])
+    return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+class EnginePool:
+    """One engine per distinct engine spec, shared by every variant and seed of a run."""
+
+    def __init__(self, catalog: Any, *, cache: bool) -> None:
+        self.catalog = catalog
+        self.cache = cache
+        self._engines: dict[str, Engine] = {}
+
+    def get(self, spec: Any) -> Engine:
+        key = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+        if key not in self._engines:
+            from market.engines import create_engine  # loads an LLM stack only when a run needs it
+
+            self._engines[key] = create_engine(spec, catalog=self.catalog, cache=self.cache)
+        return self._engines[key]
+
+
+def build_models(
+    folder: RunFolder, engines: EnginePool, seed: int
+) -> dict[str, Callable[[], MarketModel]]:
+    """Per variant, a builder of that replicate's model (the scenario's seed set to ``seed``)."""
+    builders = {}
+    for name, scenario in expand_variants(folder.scenario).items():
+        replicate = scenario.model_copy(update={"seed": int(seed)})
+
+        def build(replicate: Any = replicate, name: str = name) -> MarketModel:
+            return MarketModel(replicate, engines.get(replicate.engine), variant=name)
+
+        builders[name] = build
+    return builders
+
+
+def check_buildable(folder: RunFolder, engines: EnginePool) -> None:
+    """Build every variant's model once (engines load here) so bad settings fail before running."""
+    for name, build in build_models(folder, engines, folder.seeds[0]).items():
+        try:
+            build()
+        except (ValueError, TypeError, KeyError) as err:
+            raise RunError(f"variant {name!r} of scenario {folder.scenario.name!r}: {err}") from err
+
+
+def execute(
+    folder: RunFolder,
+    engines: EnginePool,
+    *,
+    on_round: Callable[[], None] = lambda: None,
+    flush_seconds: float = FLUSH_SECONDS,
+) -> None:
+    """Run every (seed, variant) of the folder up to its rounds, flushing as rounds complete.
+
+    Variants of one seed share the root seed (common random numbers). Rows are flushed when
+    ``flush_seconds`` have passed since the last flush (0: after every round), at the end of
+    each replicate, and on Ctrl-C, which raises `RunInterrupted` once the flush is committed.
+    """
+    started = time.perf_counter()
+    pending: list[TableRows] = []
+    completed: dict[tuple[str, int], int] = {}
+    model: MarketModel | None = None
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_flush
+        if model is not None:
+            pending.append(model.drain_rows())
+            completed[(model.variant, model.root_seed)] = model.round
+        folder.write(pending, completed)
+        pending.clear()
+        last_flush = time.monotonic()
+
+    folder.commit(status="running")
+    try:
+        for seed in folder.seeds:
+            for name, build in build_models(folder, engines, seed).items():
+                done = folder.completed(name, seed)
+                if done >= folder.rounds:
+                    continue
+                model = build()
+                folder.meta["engines"][name] = _engine_json(model.engine.info)
+                if done:
+                    model.restore(folder.histories(name, seed))
+                while model.round < folder.rounds:
+                    model.step()
+                    on_round()
+                    if time.monotonic() - last_flush >= flush_seconds:
+                        flush()
+                flush()
+                model = None
+    except KeyboardInterrupt:
+        flush()
+        folder.commit(status="interrupted", wall_seconds=time.perf_counter() - started)
+        raise RunInterrupted(folder.path, folder.completed_rounds) from None
+    except BaseException:
+        folder.commit(status="failed", wall_seconds=time.perf_counter() - started)
+        raise
+    folder.commit(status="finished", wall_seconds=time.perf_counter() - started)
+
+
+def read_table(run_dir: Path, table: str) -> pd.DataFrame:
+    """One table of a run folder as a frame sorted by (variant, seed, round)."""
+    frame = pd.read_parquet(Path(run_dir) / table)
+    return frame.sort_values(["variant", "seed", "round"], kind="stable").reset_index(drop=True)
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table without its timing columns: what two runs with the same seed must agree on."""
+    return frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame.columns])
+

@@ -1,0 +1,111 @@
+"""Confidence intervals and the least-squares line the reports use (numpy + scipy.stats only)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a two-sided confidence interval and how it was computed."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+    method: str
+
+
+def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> Interval:
+    """Mean ± Student-t interval over independent replicates; NaN values are dropped.
+
+    With fewer than two finite values the bounds are NaN (no spread to estimate).
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    method = f"mean ± {confidence:.0%} t-interval over {n} replicate(s)"
+    if n == 0:
+        return Interval(np.nan, np.nan, np.nan, 0, method)
+    mean = float(x.mean())
+    if n < 2:
+        return Interval(mean, np.nan, np.nan, n, method)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=1) / np.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, method)
+
+
+def wilson_interval(
+    successes: int, trials: int, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (well-behaved near 0 and 1)."""
+    if trials <= 0:
+        return (np.nan, np.nan)
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    p = successes / trials
+    denom = 1 + z**2 / trials
+    centre = (p + z**2 / (2 * trials)) / denom
+    half = z * np.sqrt(p * (1 - p) / trials + z**2 / (4 * trials**2)) / denom
+    return (float(centre - half), float(centre + half))
+
+
+def bootstrap_interval(
+    per_unit: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    rng: np.random.Generator,
+    *,
+    n_boot: int = 2000,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
+    """Percentile bootstrap over units (rows of ``per_unit``, e.g. rounds of one run).
+
+    ``per_unit`` is (units, K) additive sufficient statistics; ``statistic`` maps summed rows
+    (B, K) to B values. Resampling units with replacement is a multinomial count per unit, so
+    one matrix product gives every bootstrap sum.
+    """
+    units = per_unit.shape[0]
+    if units < 2:
+        return (np.nan, np.nan)
+    counts = rng.multinomial(units, np.full(units, 1.0 / units), size=n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = statistic(counts @ np.nan_to_num(per_unit))
+    values = values[np.isfinite(values)]
+    if values.size < n_boot // 2:
+        return (np.nan, np.nan)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return (float(low), float(high))
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """Least-squares line y ≈ intercept + slope · x, with R² and Pearson's r."""
+
+    n: int
+    slope: float
+    intercept: float
+    r2: float
+    pearson_r: float
+
+
+def linear_fit(x: np.ndarray, y: np.ndarray) -> LinearFit:
+    """Fit y on x over the pairs where both are finite (NaN fit when fewer than 3 or no spread)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = int(x.size)
+    if n < 3:
+        return LinearFit(n, np.nan, np.nan, np.nan, np.nan)
+    dx, dy = x - x.mean(), y - y.mean()
+    sxx, syy, sxy = float(dx @ dx), float(dy @ dy), float(dx @ dy)
+    if sxx == 0 or syy == 0:
+        return LinearFit(n, np.nan, np.nan, np.nan, np.nan)
+    slope = sxy / sxx
+    r = sxy / np.sqrt(sxx * syy)
+    return LinearFit(n, slope, float(y.mean() - slope * x.mean()), r * r, r)

@@ -1,0 +1,345 @@
+"""The report's tables, computed from `RunData` alone (pandas/numpy; no plotting, no I/O).
+
+Confidence intervals: with several seeds a metric is computed once per seed and summarized by a
+Student-t interval over seeds; with a single seed it is a percentile bootstrap over rounds (rounds
+resampled with replacement). Every headline metric is a function of per-round additive sums, so
+both use the same code path (`round_sums`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from reports.data import KEYS, RunData
+from reports.stats import bootstrap_interval, linear_fit, t_interval, wilson_interval
+
+# Sec. 6.2.2: Pearson correlation between advertiser utility and normalized reward.
+PAPER_PEARSON = {"with offset": 0.8, "without offset": 0.4}
+
+Sums = Mapping[str, np.ndarray]
+
+
+def _ratio(numerator: str, denominator: str) -> Callable[[Sums], np.ndarray]:
+    def compute(s: Sums) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(s[denominator] > 0, s[numerator] / s[denominator], np.nan)
+
+    return compute
+
+
+def _pearson(s: Sums) -> np.ndarray:
+    n = s["pr_n"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = s["pr_xy"] - s["pr_x"] * s["pr_y"] / n
+        var_x = s["pr_xx"] - s["pr_x"] ** 2 / n
+        var_y = s["pr_yy"] - s["pr_y"] ** 2 / n
+        return np.where((n >= 3) & (var_x > 0) & (var_y > 0), cov / np.sqrt(var_x * var_y), np.nan)
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    compute: Callable[[Sums], np.ndarray]
+
+
+SHARE = "share of advertiser-rounds"
+ENTRY_SHARE = "share of entries"
+PER_ROUND = "reward units / round"
+
+HEADLINE_METRICS: tuple[Metric, ...] = (
+    Metric(
+        "participation_relevant",
+        "participation, relevant",
+        SHARE,
+        _ratio("rel_in", "rel_rows"),
+    ),
+    Metric(
+        "participation_relevant_late",
+        "participation, relevant, 2nd half",
+        SHARE,
+        _ratio("rel_in_late", "rel_rows_late"),
+    ),
+    Metric(
+        "participation_irrelevant",
+        "participation, irrelevant",
+        SHARE,
+        _ratio("irr_in", "irr_rows"),
+    ),
+    Metric(
+        "participation_irrelevant_late",
+        "participation, irrelevant, 2nd half",
+        SHARE,
+        _ratio("irr_in_late", "irr_rows_late"),
+    ),
+    Metric("revenue", "revenue / round", PER_ROUND, _ratio("revenue", "rounds")),
+    Metric("welfare", "welfare / round (realized)", PER_ROUND, _ratio("welfare", "rounds")),
+    Metric(
+        "expected_welfare",
+        "expected welfare / round",
+        PER_ROUND,
+        _ratio("expected_welfare", "rounds"),
+    ),
+    Metric(
+        "usefulness",
+        "usefulness (log π_ref / token)",
+        "nats / token",
+        _ratio("use_sum", "use_n"),
+    ),
+    Metric("utility", "utility / entry", "reward units / entry", _ratio("util_sum", "entries")),
+    Metric(
+        "share_positive_utility",
+        "share of entries with utility > 0",
+        ENTRY_SHARE,
+        _ratio("util_pos", "entries"),
+    ),
+    Metric("pearson_r", "Pearson r(utility, contribution)", "correlation", _pearson),
+)
+
+
+def offset_modes(data: RunData) -> dict[str, str]:
+    """Per variant: "with offset", "without offset" or "n/a" (token auction), from the data.
+
+    Without the offset C_i = 0 for every entrant (Sec. 5.3); the token auction records NaN.
+    """
+    adv = data.advertisers[data.advertisers["entered"]]
+    modes = {}
+    for variant in data.variants:
+        offsets = adv.loc[adv["variant"] == variant, "offset"].to_numpy(dtype=float)
+        finite = offsets[np.isfinite(offsets)]
+        if finite.size == 0:
+            modes[variant] = "n/a"
+        else:
+            modes[variant] = "with offset" if np.any(finite != 0) else "without offset"
+    return modes
+
+
+def round_sums(data: RunData) -> pd.DataFrame:
+    """Additive per-round statistics, one row per (variant, seed, round), from which every
+    headline metric is a ratio (or, for Pearson's r, a function) of column sums."""
+    rounds = data.rounds.set_index(list(KEYS))
+    adv = data.advertisers.copy()
+    last = adv.groupby(["variant", "seed"])["round"].transform("max")
+    late = adv["round"] >= (last + 1) // 2
+    entered, relevant = adv["entered"], adv["relevant"]
+    utility = adv["utility"].astype(float)
+    x = adv["contribution"].astype(float)
+    y = utility.where(x.notna())
+    paired = entered & x.notna() & y.notna()
+    # Pearson's r is shift-invariant: centring per variant keeps the sums well conditioned.
+    x = (x - x[paired].groupby(adv["variant"]).transform("mean")).where(paired, 0.0)
+    y = (y - y[paired].groupby(adv["variant"]).transform("mean")).where(paired, 0.0)
+    adv = adv.assign(
+        rel_rows=relevant,
+        rel_in=relevant & entered,
+        irr_rows=~relevant,
+        irr_in=~relevant & entered,
+        rel_rows_late=relevant & late,
+        rel_in_late=relevant & entered & late,
+        irr_rows_late=~relevant & late,
+        irr_in_late=~relevant & entered & late,
+        entries=entered,
+        util_sum=utility.where(entered, 0.0),
+        util_pos=entered & (utility > 0),
+        pr_n=paired,
+        pr_x=x,
+        pr_y=y,
+        pr_xx=x * x,
+        pr_yy=y * y,
+        pr_xy=x * y,
+    )
+    cols = [
+        "rel_rows", "rel_in", "irr_rows", "irr_in", "rel_rows_late", "rel_in_late",
+        "irr_rows_late", "irr_in_late", "entries", "util_sum", "util_pos",
+        "pr_n", "pr_x", "pr_y", "pr_xx", "pr_yy", "pr_xy",
+    ]  # fmt: skip
+    per_round = adv.groupby(list(KEYS))[cols].sum().astype(float)
+    usefulness = rounds["usefulness"].astype(float)
+    per_round = per_round.reindex(rounds.index, fill_value=0.0)
+    per_round["rounds"] = 1.0
+    per_round["revenue"] = rounds["revenue"].astype(float)
+    per_round["welfare"] = rounds["welfare"].astype(float)
+    per_round["expected_welfare"] = rounds["expected_welfare"].astype(float)
+    per_round["use_n"] = usefulness.notna().astype(float)
+    per_round["use_sum"] = usefulness.fillna(0.0)
+    return per_round.reset_index()
+
+
+def headline_table(
+    data: RunData, *, rng: np.random.Generator | None = None, n_boot: int = 2000
+) -> pd.DataFrame:
+    """Per variant and metric: estimate, 95% CI and how the CI was computed (tidy frame).
+
+    Several seeds: the metric per seed, mean ± t-interval over seeds. One seed: the metric over
+    all rounds, percentile bootstrap over rounds.
+    """
+    rng = rng if rng is not None else np.random.default_rng(np.random.SeedSequence(0))
+    sums = round_sums(data)
+    columns = [c for c in sums.columns if c not in KEYS]
+    rows = []
+    for variant in data.variants:
+        part = sums[sums["variant"] == variant]
+        per_seed = part.groupby("seed")[columns].sum()
+        for metric in HEADLINE_METRICS:
+            if len(per_seed) >= 2:
+                values = metric.compute({c: per_seed[c].to_numpy() for c in columns})
+                interval = t_interval(values)
+                estimate, low, high = interval.estimate, interval.low, interval.high
+                n, method = interval.n, f"mean ± 95% t-interval over {interval.n} seeds"
+            else:
+                matrix = part[columns].to_numpy(dtype=float)
+                estimate = float(metric.compute({c: np.array([part[c].sum()]) for c in columns})[0])
+                low, high = bootstrap_interval(
+                    matrix,
+                    lambda b, m=metric: m.compute({c: b[:, k] for k, c in enumerate(columns)}),
+                    rng,
+                    n_boot=n_boot,
+                )
+                n, method = len(part), f"95% bootstrap CI over {len(part)} rounds (1 seed)"
+            rows.append(
+                {
+                    "variant": variant,
+                    "metric": metric.key,
+                    "label": metric.label,
+                    "estimate": estimate,
+                    "low": low,
+                    "high": high,
+                    "n": n,
+                    "method": method,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def format_interval(estimate: float, low: float, high: float, digits: int = 3) -> str:
+    if not np.isfinite(estimate):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{estimate:.{digits}g}"
+    return f"{estimate:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def headline_wide(headline: pd.DataFrame) -> pd.DataFrame:
+    """Display form: one row per metric label, one column per variant, "est [low, high]"."""
+    cells = headline.assign(
+        cell=[
+            format_interval(e, lo, hi)
+            for e, lo, hi in zip(
+                headline["estimate"], headline["low"], headline["high"], strict=True
+            )
+        ]
+    )
+    wide = cells.pivot(index="label", columns="variant", values="cell")
+    order = [m.label for m in HEADLINE_METRICS]
+    return wide.reindex(index=order, columns=list(pd.unique(headline["variant"])))
+
+
+def advertiser_table(data: RunData) -> pd.DataFrame:
+    """One row per (variant, advertiser), pooled over seeds and rounds.
+
+    ``cumulative_utility`` is the total utility over the run, averaged over seeds.
+    """
+    adv = data.advertisers
+    entered = adv["entered"]
+    helper = adv.assign(
+        in_relevant=adv["entered"].where(adv["relevant"]),
+        in_irrelevant=adv["entered"].where(~adv["relevant"]),
+        mentioned_in=adv["mentioned"].where(entered),
+        payment_in=adv["payment"].where(entered),
+        utility_in=adv["utility"].where(entered),
+        contribution_in=adv["contribution"],
+        positive_in=(adv["utility"] > 0).where(entered),
+    )
+    for column in ("in_relevant", "in_irrelevant", "mentioned_in", "positive_in"):
+        helper[column] = helper[column].astype(float)
+    table = helper.groupby(["variant", "advertiser"], sort=False).agg(
+        value=("value", "mean"),
+        policy=("policy", "first"),
+        rounds=("round", "size"),
+        relevant_share=("relevant", "mean"),
+        entry_rate=("entered", "mean"),
+        entry_rate_relevant=("in_relevant", "mean"),
+        entry_rate_irrelevant=("in_irrelevant", "mean"),
+        mention_rate=("mentioned_in", "mean"),
+        payment_per_entry=("payment_in", "mean"),
+        utility_per_entry=("utility_in", "mean"),
+        contribution_per_entry=("contribution_in", "mean"),
+        share_positive_utility=("positive_in", "mean"),
+    )
+    cumulative = (
+        adv.groupby(["variant", "advertiser", "seed"], sort=False)["utility"]
+        .sum()
+        .groupby(["variant", "advertiser"], sort=False)
+        .mean()
+    )
+    table["cumulative_utility"] = cumulative
+    return table.reset_index()
+
+
+def contribution_fits(data: RunData) -> pd.DataFrame:
+    """Utility against contribution to welfare (normalized reward), one line per variant.
+
+    contribution = expected_reward − expected_reward_without (Sec. 6.2.1, Fig. 1b); utility is
+    the ex-interim expected utility (eq. 13, with eq. 5 under the offset). Entrants only, pooled
+    over seeds and rounds. ``paper_pearson_r`` is the paper's Sec. 6.2.2 number for the same
+    payment rule (0.8 with the offset, 0.4 without).
+    """
+    modes = offset_modes(data)
+    adv = data.advertisers[data.advertisers["entered"]]
+    rows = []
+    for variant in data.variants:
+        part = adv[adv["variant"] == variant]
+        fit = linear_fit(part["contribution"].to_numpy(float), part["utility"].to_numpy(float))
+        rows.append(
+            {
+                "variant": variant,
+                "offset": modes[variant],
+                "n": fit.n,
+                "slope": fit.slope,
+                "intercept": fit.intercept,
+                "r2": fit.r2,
+                "pearson_r": fit.pearson_r,
+                "paper_pearson_r": PAPER_PEARSON.get(modes[variant], np.nan),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def dilution_table(data: RunData) -> pd.DataFrame:
+    """Relevant entrants by the number of entrants in the context prompt (dilution, App. B.4).
+
+    Per (variant, n_entrants): how many relevant entrant-rounds, the share in which the returned
+    reply names them (Wilson 95% CI) and their mean expected reward (t 95% CI over entrant-rounds).
+    """
+    adv = data.advertisers[data.advertisers["entered"] & data.advertisers["relevant"]]
+    adv = adv.merge(data.rounds[[*KEYS, "n_entrants"]], on=list(KEYS), how="left")
+    rows = []
+    for (variant, n_entrants), part in adv.groupby(["variant", "n_entrants"], sort=True):
+        mentions = int(part["mentioned"].sum())
+        low, high = wilson_interval(mentions, len(part))
+        reward = t_interval(part["expected_reward"].to_numpy(float))
+        rows.append(
+            {
+                "variant": variant,
+                "n_entrants": int(n_entrants),
+                "n": len(part),
+                "mention_rate": mentions / len(part),
+                "mention_low": low,
+                "mention_high": high,
+                "expected_reward": reward.estimate,
+                "expected_reward_low": reward.low,
+                "expected_reward_high": reward.high,
+            }
+        )
+    columns = [
+        "variant", "n_entrants", "n", "mention_rate", "mention_low", "mention_high",
+        "expected_reward", "expected_reward_low", "expected_reward_high",
+    ]  # fmt: skip
+    table = pd.DataFrame(rows, columns=columns)
+    rank = table["variant"].map({v: k for k, v in enumerate(data.variants)})
+    return table.assign(_rank=rank).sort_values(["_rank", "n_entrants"]).drop(columns="_rank")

@@ -1,0 +1,270 @@
+"""The market model on the synthetic engine: rounds, histories, data collection, random streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.records import RoundRecord
+from market.engines.synthetic import SyntheticEngine
+from market.model import (
+    ADVERTISER_REPORTERS,
+    AUCTION_COLUMNS,
+    ROUND_REPORTERS,
+    MarketModel,
+    RandomStreams,
+)
+from reports.data import ADVERTISER_COLUMNS, ROUND_COLUMNS
+from reports.data import AUCTION_COLUMNS as REPORT_AUCTION_COLUMNS
+from scenarios.loader import expand_variants, scenario_from_dict
+
+QUERIES = [
+    {"text": "How can I learn to play the guitar?", "topic": "music"},
+    {"text": "How do I cook rice perfectly?", "topic": "cooking", "weight": 2.0},
+]
+ADVERTISERS = [
+    {
+        "name": "MusicMastery",
+        "description": "offering online music lessons",
+        "topics": ["music"],
+        "policy": {"type": "epsilon_greedy", "kwargs": {"epsilon": 0.2}},
+    },
+    {
+        "name": "KitchenFix",
+        "description": "producing kitchen appliances",
+        "topics": ["cooking"],
+        "value": 2.0,
+        "policy": {"type": "threshold", "kwargs": {"cost": 0.5}},
+    },
+    {
+        "name": "InstaTune",
+        "description": "selling musical instruments",
+        "topics": ["music"],
+        "policy": {"type": "logit"},
+        "strategy": {"type": "noise", "kwargs": {"sigma": 0.2}},
+    },
+    {
+        "name": "EasySwitch",
+        "description": "offering a VPN service",
+        "topics": ["privacy"],
+        "policy": {"type": "imitation"},
+    },
+]
+
+
+def scenario(**changes):
+    data = {
+        "name": "unit",
+        "description": "a small market for unit tests",
+        "rounds": 12,
+        "seed": 5,
+        "engine": {"type": "synthetic"},
+        "mechanism": {"type": "mosaic", "kwargs": {"candidates": 4, "offset": True}},
+        "sampling": {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 8},
+        "queries": QUERIES,
+        "advertisers": ADVERTISERS,
+        "network": {"type": "ring"},
+        "outside_option": True,
+        "variants": {
+            "offset": {"mechanism.kwargs.offset": True},
+            "no_offset": {"mechanism.kwargs.offset": False},
+        },
+    }
+    data.update(changes)
+    return scenario_from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return SyntheticEngine(scenario().catalog())
+
+
+def run(model: MarketModel, rounds: int) -> MarketModel:
+    for _ in range(rounds):
+        model.step()
+    return model
+
+
+def frames(model: MarketModel) -> dict[str, pd.DataFrame]:
+    rows = model.drain_rows()
+    return {
+        "rounds": pd.DataFrame(rows.rounds),
+        "advertisers": pd.DataFrame(rows.advertisers),
+        "auctions": pd.DataFrame(rows.auctions),
+    }
+
+
+def test_collected_columns_cover_what_the_reports_read():
+    assert set(ROUND_COLUMNS) <= set(ROUND_REPORTERS)
+    assert set(ADVERTISER_COLUMNS) <= set(ADVERTISER_REPORTERS)
+    assert set(REPORT_AUCTION_COLUMNS) <= set(AUCTION_COLUMNS)
+
+
+def test_a_round_records_histories_and_rows_consistently(engine):
+    model = run(MarketModel(scenario(), engine), 6)
+    tables = frames(model)
+    rounds, advertisers, auctions = tables["rounds"], tables["advertisers"], tables["auctions"]
+    assert list(rounds["round"]) == list(range(6))
+    assert len(advertisers) == 6 * len(ADVERTISERS)
+    assert set(rounds["variant"]) == {"base"} and set(rounds["seed"]) == {5}
+    for agent in model.advertisers:
+        assert [r.round for r in agent.history] == list(range(6))
+    for t, row in rounds.iterrows():
+        these = advertisers[advertisers["round"] == t].set_index("advertiser")
+        assert list(these.index) == [a["name"] for a in ADVERTISERS]
+        assert sorted(row["entrants"]) == sorted(these.index[these["entered"]])
+        assert row["n_entrants"] == len(row["entrants"])
+        relevant = these.loc[row["entrants"], "relevant"]
+        assert row["n_relevant_entrants"] == relevant.sum()
+        assert row["n_relevant_entrants"] + row["n_irrelevant_entrants"] == row["n_entrants"]
+        assert row["revenue"] == pytest.approx(these["payment"].sum())
+        assert row["welfare"] == pytest.approx(these["realized_reward"].sum())
+        candidates = auctions[auctions["round"] == t]
+        assert len(candidates) == row["n_candidates"] == 4
+        assert candidates["allocation"].sum() == pytest.approx(1.0)
+        assert candidates["returned"].sum() == 1
+        assert candidates.loc[candidates["returned"], "text"].item() == row["reply_text"]
+        out = these[~these["entered"]]
+        assert (out[["payment", "utility", "expected_reward"]] == 0).all().all()
+        assert out["expected_reward_without"].isna().all() and out["offset"].isna().all()
+        assert out["outside_reward"].notna().all()  # the outside option is on
+        inside = these[these["entered"]]
+        assert inside["outside_reward"].isna().all()
+        np.testing.assert_allclose(
+            inside["utility"], inside["expected_reward"] - inside["payment"]
+        )
+        np.testing.assert_allclose(
+            inside["realized_utility"], inside["realized_reward"] - inside["payment"]
+        )
+
+
+def test_relevance_comes_from_the_topic_graph(engine):
+    model = run(MarketModel(scenario(), engine), 5)
+    advertisers = frames(model)["advertisers"]
+    rounds = frames(model)  # a second drain has nothing new
+    assert rounds["rounds"].empty
+    topics = {a["name"]: set(a["topics"]) for a in ADVERTISERS}
+    graph = model.scenario.topics_graph()
+    for row in advertisers.itertuples():
+        query_topic = model.draw_query(row.round).topic
+        assert row.relevant == (query_topic in topics[row.advertiser])
+        assert row.relevant == graph.has_edge(row.advertiser, query_topic)
+
+
+def test_queries_follow_the_weighted_mix(engine):
+    model = MarketModel(scenario(), engine)
+    topics = [model.draw_query(t).topic for t in range(600)]
+    assert topics.count("cooking") / 600 == pytest.approx(2 / 3, abs=0.06)
+
+
+def test_random_streams_are_addressed_by_round_and_independent():
+    streams = RandomStreams(3)
+    again = RandomStreams(3)
+    assert streams.engine_seed(10) == again.engine_seed(10)
+    assert streams.rng("query", 4).random() == again.rng("query", 4).random()
+    assert streams.engine_seed(10) != streams.engine_seed(11)
+    assert streams.engine_seed(1) != RandomStreams(4).engine_seed(1)
+    assert streams.rng("reply", 2).random() != streams.rng("query", 2).random()
+    with pytest.raises(ValueError, match="seed"):
+        RandomStreams(-1)
+
+
+def test_offset_on_and_off_share_queries_and_candidates_until_entry_differs(engine):
+    """Common random numbers: the engine seed of round t does not depend on entry decisions."""
+    variants = expand_variants(scenario(rounds=30))
+    tables = {
+        name: frames(run(MarketModel(v, engine, variant=name), 30)) for name, v in variants.items()
+    }
+    on, off = tables["offset"], tables["no_offset"]
+    assert list(on["rounds"]["query"]) == list(off["rounds"]["query"])
+    same_entrants = [
+        list(a) == list(b) for a, b in zip(on["rounds"]["entrants"], off["rounds"]["entrants"], strict=True)
+    ]
+    first_difference = same_entrants.index(False) if False in same_entrants else len(same_entrants)
+    assert first_difference >= 2  # both variants enter, then try staying out, in the same rounds
+    for t in range(first_difference):
+        texts_on = on["auctions"].loc[on["auctions"]["round"] == t, "text"].tolist()
+        texts_off = off["auctions"].loc[off["auctions"]["round"] == t, "text"].tolist()
+        assert texts_on == texts_off
+    # payments differ (the offset), so the variants are really different
+    assert not np.allclose(on["rounds"]["revenue"][:2], off["rounds"]["revenue"][:2])
+
+
+def test_same_seed_same_rows_different_seed_different_rows(engine):
+    def table(seed):
+        model = run(MarketModel(scenario(), engine, seed=seed), 8)
+        return frames(model)["advertisers"].drop(columns=["seed"])
+
+    pd.testing.assert_frame_equal(table(1), table(1))
+    assert not table(1).equals(table(2))
+
+
+def test_restore_continues_exactly_like_an_uninterrupted_model(engine):
+    full = run(MarketModel(scenario(), engine), 10)
+    expected = frames(full)
+    histories = {a.name: a.history[:6] for a in full.advertisers}
+    resumed = MarketModel(scenario(), engine)
+    resumed.restore(histories)
+    assert resumed.round == 6
+    got = frames(run(resumed, 4))
+    for table in ("rounds", "advertisers", "auctions"):
+        want = expected[table][expected[table]["round"] >= 6].reset_index(drop=True)
+        have = got[table].reset_index(drop=True)
+        timing = [c for c in ("engine_seconds", "round_seconds") if c in want.columns]
+        pd.testing.assert_frame_equal(want.drop(columns=timing), have.drop(columns=timing))
+
+
+def test_restore_refuses_histories_that_the_policies_would_not_reproduce(engine):
+    full = run(MarketModel(scenario(), engine), 4)
+    histories = {a.name: list(a.history) for a in full.advertisers}
+    flipped = histories["MusicMastery"][0]
+    histories["MusicMastery"][0] = RoundRecord(
+        round=0, entered=not flipped.entered, relevant=flipped.relevant
+    )
+    with pytest.raises(RuntimeError, match="resume replay diverged"):
+        MarketModel(scenario(), engine).restore(histories)
+    uneven = {a.name: list(a.history) for a in full.advertisers}
+    uneven["KitchenFix"] = uneven["KitchenFix"][:2]
+    with pytest.raises(ValueError, match="same rounds"):
+        MarketModel(scenario(), engine).restore(uneven)
+
+
+def test_observation_graph_gives_each_agent_its_neighbors(engine):
+    model = MarketModel(scenario(), engine)
+    ring = {a.name: sorted(n.name for n in a.neighbors) for a in model.advertisers}
+    assert ring["MusicMastery"] == ["EasySwitch", "KitchenFix"]
+    assert all(len(names) == 2 for names in ring.values())
+    lonely = MarketModel(scenario(network={"type": "none"}), engine)
+    assert all(a.neighbors == () for a in lonely.advertisers)
+
+
+def test_without_outside_option_absent_advertisers_record_nan(engine):
+    model = run(MarketModel(scenario(outside_option=False), engine), 8)
+    advertisers = frames(model)["advertisers"]
+    assert advertisers["outside_reward"].isna().all()
+    assert (~advertisers["entered"]).any()  # some advertiser stayed out at least once
+
+
+def test_token_auction_rows(engine):
+    model = MarketModel(
+        scenario(
+            variants={},
+            mechanism={"type": "token_auction", "kwargs": {"rule": "linear", "max_tokens": 5}},
+        ),
+        engine,
+    )
+    tables = frames(run(model, 3))
+    rounds = tables["rounds"]
+    assert set(rounds["mechanism"]) == {"token_auction"} and set(rounds["generator"]) == {"token"}
+    assert (rounds["n_candidates"] == 1).all() and (rounds["ess"] == 1.0).all()
+    inside = tables["advertisers"][tables["advertisers"]["entered"]]
+    assert inside["offset"].isna().all() and inside["expected_reward_without"].isna().all()
+    assert (inside["payment"] >= 0).all()
+    assert (tables["auctions"]["returned"]).all()
+
+
+def test_bad_settings_name_the_field(engine):
+    bad = scenario().model_copy(update={"seed": -1})
+    with pytest.raises(ValueError, match="seed"):
+        MarketModel(bad, engine)

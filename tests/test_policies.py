@@ -1,0 +1,246 @@
+"""Entry policies: behaviour on toy histories, bandit convergence, registry errors, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agents.policies import (
+    POLICIES,
+    EntryPolicy,
+    ImitationPolicy,
+    build_policy,
+    register_policy,
+)
+from agents.records import RoundRecord
+
+
+def entered(round_: int, utility: float, realized: float | None = None) -> RoundRecord:
+    return RoundRecord(
+        round=round_,
+        entered=True,
+        relevant=True,
+        utility=utility,
+        realized_utility=utility if realized is None else realized,
+    )
+
+
+def stayed_out(round_: int, outside: float = math.nan) -> RoundRecord:
+    return RoundRecord(round=round_, entered=False, relevant=True, outside_reward=outside)
+
+
+def play(policy: EntryPolicy, payoff_in, payoff_out, rounds: int) -> list[bool]:
+    """Run a policy against a stationary toy environment; returns its decisions."""
+    history: list[RoundRecord] = []
+    decisions = []
+    for t in range(rounds):
+        enter = policy.decide(history)
+        decisions.append(enter)
+        history.append(entered(t, payoff_in()) if enter else stayed_out(t, payoff_out()))
+    return decisions
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def test_registry_has_every_documented_policy():
+    assert {"always", "never", "threshold", "epsilon_greedy", "ucb", "logit", "imitation"} <= set(
+        POLICIES
+    )
+
+
+def test_always_and_never():
+    history = [entered(0, -5.0), stayed_out(1)]
+    assert build_policy({"type": "always"}, rng()).decide(history) is True
+    assert build_policy({"type": "never"}, rng()).decide(history) is False
+    assert build_policy({"type": "always"}, rng()).decide([]) is True
+
+
+def test_threshold_stops_entering_after_repeated_negative_payoff():
+    policy = build_policy({"type": "threshold", "kwargs": {"epsilon": 0.0, "window": 3}}, rng())
+    history: list[RoundRecord] = []
+    assert policy.decide(history) is True  # enters before it knows anything
+    for t in range(3):
+        history.append(entered(t, -1.0))
+    assert policy.decide(history) is False
+    for t in range(3, 20):
+        history.append(stayed_out(t))
+        assert policy.decide(history) is False
+
+
+def test_threshold_keeps_entering_while_average_covers_cost():
+    policy = build_policy({"type": "threshold", "kwargs": {"cost": 0.5, "epsilon": 0.0}}, rng())
+    history = [entered(0, 1.0), entered(1, 0.2)]  # mean 0.6 >= 0.5
+    assert policy.decide(history) is True
+    history.append(entered(2, -0.5))  # mean 0.233 < 0.5
+    assert policy.decide(history) is False
+
+
+def test_threshold_window_forgets_old_rounds_and_ema_weights_recent():
+    window = build_policy({"type": "threshold", "kwargs": {"window": 2, "epsilon": 0.0}}, rng())
+    history = [entered(0, -10.0), entered(1, 1.0), entered(2, 1.0)]
+    assert window.decide(history) is True  # only the last 2 count
+    ema = build_policy(
+        {"type": "threshold", "kwargs": {"average": "ema", "alpha": 0.5, "epsilon": 0.0}}, rng()
+    )
+    assert ema.decide([entered(0, 1.0), entered(1, -4.0)]) is False  # 1 + 0.5·(−4 − 1) = −1.5
+    assert ema.estimate == pytest.approx(-1.5)
+
+
+def test_threshold_reexplores_with_probability_epsilon():
+    policy = build_policy({"type": "threshold", "kwargs": {"epsilon": 0.3}}, rng(1))
+    history = [entered(0, -1.0)]
+    decisions = []
+    for t in range(1, 2001):
+        decisions.append(policy.decide(history))
+        history.append(stayed_out(t))
+    assert np.mean(decisions) == pytest.approx(0.3, abs=0.04)
+
+
+def test_threshold_learns_from_realized_utility_when_asked():
+    history = [entered(0, utility=1.0, realized=-3.0)]
+    expected = build_policy({"type": "threshold", "kwargs": {"epsilon": 0.0}}, rng())
+    realized = build_policy(
+        {"type": "threshold", "kwargs": {"epsilon": 0.0, "learn_from": "realized"}}, rng()
+    )
+    assert expected.decide(history) is True
+    assert realized.decide(history) is False
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"type": "epsilon_greedy", "kwargs": {"epsilon": 0.1}},
+        {"type": "ucb", "kwargs": {"c": 1.0}},
+        {"type": "logit", "kwargs": {"temperature": 0.2}},
+    ],
+    ids=["epsilon_greedy", "ucb", "logit"],
+)
+@pytest.mark.parametrize("mean_in, better", [(0.5, True), (-0.5, False)])
+def test_bandits_converge_to_the_better_arm(spec, mean_in, better):
+    env = rng(7)
+    policy = build_policy(spec, rng(3))
+    decisions = play(policy, lambda: mean_in + env.normal(0, 0.3), lambda: math.nan, 600)
+    late = np.mean(decisions[-200:])
+    assert late > 0.8 if better else late < 0.2
+
+
+def test_bandits_use_the_outside_option_as_the_out_arm():
+    env = rng(11)
+    policy = build_policy({"type": "ucb"}, rng())
+    # entering pays +0.3 but staying out observes a better outside reward of +1.0
+    decisions = play(policy, lambda: 0.3 + env.normal(0, 0.2), lambda: 1.0, 400)
+    assert np.mean(decisions[-100:]) < 0.2
+
+
+def test_entry_cost_is_subtracted_from_the_in_arm():
+    env = rng(5)
+    policy = build_policy({"type": "epsilon_greedy", "kwargs": {"cost": 1.0}}, rng(2))
+    decisions = play(policy, lambda: 0.5 + env.normal(0, 0.5), lambda: math.nan, 400)
+    assert np.mean(decisions[-100:]) < 0.2
+
+
+def test_ucb_handles_large_negative_payoffs():
+    policy = build_policy({"type": "ucb"}, rng())
+    history = [entered(0, -1e6), stayed_out(1)]
+    for t in range(2, 50):
+        decision = policy.decide(history)
+        history.append(entered(t, -1e6) if decision else stayed_out(t))
+    assert sum(r.entered for r in history[10:]) <= 3
+
+
+def test_logit_probability_follows_the_sigmoid():
+    policy = build_policy({"type": "logit", "kwargs": {"temperature": 2.0, "cost": 0.5}}, rng())
+    policy.decide([entered(0, 1.5), stayed_out(1, outside=0.0)])
+    assert policy.enter_probability == pytest.approx(1 / (1 + math.exp(-(1.5 - 0.0 - 0.5) / 2)))
+
+
+def test_logit_never_overflows():
+    policy = build_policy({"type": "logit", "kwargs": {"temperature": 1e-3}}, rng())
+    assert policy.decide([entered(0, -1e9)]) is False
+    assert 0.0 <= policy.enter_probability <= 1.0
+
+
+def test_imitation_copies_the_best_neighbor():
+    policy = build_policy({"type": "imitation", "kwargs": {"epsilon": 0.0}}, rng())
+    own = [entered(0, -1.0), entered(1, -1.0)]
+    neighbors = {
+        "Quiet": [stayed_out(0), stayed_out(1)],  # mean 0: the best
+        "Loser": [entered(0, -3.0), entered(1, -2.0)],
+    }
+    assert policy.best_neighbor(own, neighbors) == "Quiet"
+    assert policy.decide(own, neighbors) is False
+    neighbors["Winner"] = [stayed_out(0), entered(1, 4.0)]
+    assert policy.decide(own, neighbors) is True
+
+
+def test_imitation_keeps_its_own_choice_when_it_does_best():
+    policy = ImitationPolicy(rng(), epsilon=0.0)
+    own = [stayed_out(0), stayed_out(1, outside=2.0)]
+    neighbors = {"Other": [entered(0, 1.0), entered(1, 1.0)]}
+    assert policy.decide(own, neighbors) is False
+    assert ImitationPolicy(rng(), epsilon=0.0).decide([], {}) is True
+
+
+def test_policies_are_deterministic_given_their_rng():
+    for kind in POLICIES:
+        runs = []
+        for _ in range(2):
+            env = rng(9)
+            policy = build_policy({"type": kind}, rng(42))
+            runs.append(play(policy, lambda env=env: env.normal(0, 1), lambda: math.nan, 60))
+        assert runs[0] == runs[1], kind
+
+
+def test_every_decision_draws_the_same_amount_of_randomness():
+    """Common random numbers: the stream position depends on the round, not on the branch."""
+    for kind in ("threshold", "epsilon_greedy", "logit", "imitation"):
+        a, b = rng(1), rng(1)
+        build_policy({"type": kind}, a).decide([entered(0, 5.0)])
+        build_policy({"type": kind}, b).decide([entered(0, -5.0)])
+        assert a.random() == b.random(), kind
+
+
+def test_unknown_type_and_kwargs_are_named():
+    with pytest.raises(ValueError, match=r"unknown policy type 'sometimes'.*threshold"):
+        build_policy({"type": "sometimes"}, rng())
+    with pytest.raises(ValueError, match=r"no kwarg 'windw'.*did you mean 'window'.*epsilon"):
+        build_policy({"type": "threshold", "kwargs": {"windw": 3}}, rng())
+    with pytest.raises(ValueError, match=r"epsilon must be a probability"):
+        build_policy({"type": "epsilon_greedy", "kwargs": {"epsilon": 1.5}}, rng())
+    with pytest.raises(ValueError, match=r"learn_from must be one of"):
+        build_policy({"type": "always", "kwargs": {"learn_from": "hope"}}, rng())
+    with pytest.raises(ValueError, match=r"rng must be a numpy.random.Generator"):
+        build_policy({"type": "always"}, 42)
+
+
+def test_history_must_be_append_only():
+    policy = build_policy({"type": "threshold"}, rng())
+    policy.decide([entered(0, 1.0), entered(1, 1.0)])
+    with pytest.raises(ValueError, match="append-only"):
+        policy.decide([entered(0, 1.0)])
+
+
+def test_new_policies_plug_in_through_the_registry():
+    @register_policy("test_alternate")
+    class Alternate(EntryPolicy):
+        def _decide(self, history, neighbors):
+            return len(history) % 2 == 0
+
+    try:
+        policy = build_policy({"type": "test_alternate"}, rng())
+        assert policy.decide([]) is True
+        assert policy.decide([stayed_out(0)]) is False
+    finally:
+        del POLICIES["test_alternate"]
+
+
+def test_build_policy_accepts_component_spec_objects():
+    class Spec:
+        type = "threshold"
+        kwargs = {"cost": 0.2}
+
+    assert build_policy(Spec(), rng()).cost == 0.2
