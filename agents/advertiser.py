@@ -7,21 +7,14 @@ of its neighbours on the scenario's observation graph (DESIGN.md, "One round", s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
 
 import mesa
 
+from agents.policies import EntryPolicy
 from agents.records import RoundRecord
+from agents.strategies import ReportStrategy
 from market.prompts import Brand
-
-
-class EntryPolicy(Protocol):
-    """What an agent needs from an entry policy (agents/policies.py builds them)."""
-
-    def decide(
-        self, history: Sequence[RoundRecord], neighbors: Mapping[str, Sequence[RoundRecord]]
-    ) -> bool: ...
 
 
 class AdvertiserAgent(mesa.Agent):
@@ -42,7 +35,7 @@ class AdvertiserAgent(mesa.Agent):
         value: float,
         policy: EntryPolicy,
         policy_type: str,
-        strategy: Any,
+        strategy: ReportStrategy,
     ) -> None:
         super().__init__(model)
         if not name or any(ch.isspace() or ch == "," for ch in name):
@@ -65,7 +58,10 @@ class AdvertiserAgent(mesa.Agent):
         return Brand(self.name, self.description)
 
     def neighbor_histories(self, rounds: int | None = None) -> dict[str, list[RoundRecord]]:
-        """The histories she observes, each cut to its first ``rounds`` records when given."""
+        """The histories she observes (read-only views of the live lists), or their first
+        ``rounds`` records when given."""
+        if rounds is None:
+            return {n.name: n.history for n in self.neighbors}
         return {n.name: n.history[:rounds] for n in self.neighbors}
 
     def decide_entry(self) -> bool:

@@ -140,15 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             str(m.rounds),
             f"{m.rounds_per_second:,.1f}",
             f"{1000 * m.wall_seconds / m.rounds:,.2f}",
-            f"{1 - m.outside_engine_share:.1%}",
-            f"{m.outside_engine_share:.1%}",
+            f"{1 - m.outside_engine_share:.2%}",
+            f"{m.outside_engine_share:.2%}",
         )
     console.print(table)
     if not args.skip_llm:
         share = results[-1].outside_engine_share
         verdict = "meets" if share < OVERHEAD_GOAL else "misses"
         console.print(
-            f"market overhead on the embedded LLM: {share:.1%} of round time "
+            f"market overhead on the embedded LLM: {share:.2%} of round time "
             f"({verdict} the goal of < {OVERHEAD_GOAL:.0%})"
         )
     return 0

@@ -13,11 +13,11 @@ advertiser (expected and realized reward, utility) uses her *true* rewards.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from market.mechanisms import MosaicMechanism, TokenAuctionMechanism, sample_rep
 from market.prompts import Brand, advertiser_prompt, context_prompt, reference_prompt
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Bidder:
     """An advertiser as the auction sees her: brand, value scale v_i, and report strategy.
 
@@ -55,7 +55,7 @@ class Bidder:
         return self.value if self.strategy is None else float(self.strategy.bid(self.value))
 
 
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class RoundOutcome:
     """Everything one auction produced; arrays are indexed [entrant] and/or [candidate].
 
@@ -332,10 +332,9 @@ def _run_token_auction(
         tokens.append(token)
         if eos is not None and token == eos:
             break
-    reply_ids = tuple(tokens)
-    reply = Candidate(
-        text=clock.call(engine.decode, list(reply_ids)),
-        token_ids=reply_ids,
+    reply = Candidate(  # its model log-probability is the reference's, known after scoring
+        text=clock.call(engine.decode, tokens),
+        token_ids=tuple(tokens),
         proposal_logprob=proposal_logprob,
         model_logprob=math.nan,
     )
@@ -345,7 +344,7 @@ def _run_token_auction(
     log_ref = scores[0]
     true_rewards = rewards_from_scores(_values(bidders), scores[1 : 1 + n], log_ref)
     observer_rewards = rewards_from_scores(_values(observers), scores[1 + n :], log_ref)
-    reply = Candidate(reply.text, reply.token_ids, proposal_logprob, float(log_ref[0]))
+    reply = dataclasses.replace(reply, model_logprob=float(log_ref[0]))
     return RoundOutcome(
         mechanism="token_auction",
         generator="token",

@@ -125,16 +125,20 @@ def _check_run_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
 
 
-def _new_folder(args: argparse.Namespace, n_seeds: int) -> RunFolder:
+def _new_folder(
+    args: argparse.Namespace, n_seeds: int, cache: bool
+) -> tuple[RunFolder, EnginePool]:
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.rounds is not None:
         overrides.append(f"rounds={args.rounds}")
     scenario = load_scenario(args.scenario, overrides)
+    engines = EnginePool(scenario.catalog(), cache=cache)
+    check_buildable(scenario, engines, scenario.seed)  # nothing is written for a bad scenario
     seeds = [scenario.seed + k for k in range(n_seeds)]
     out = args.out or default_run_dir(scenario.name)
-    return RunFolder.create(out, scenario, seeds)
+    return RunFolder.create(out, scenario, seeds), engines
 
 
 def _resumed_folder(args: argparse.Namespace) -> RunFolder:
@@ -159,12 +163,12 @@ def _run(args: argparse.Namespace, n_seeds: int, console: Console) -> int:
     _check_run_args(args)
     if getattr(args, "resume", None) is not None:
         folder = _resumed_folder(args)
+        engines = EnginePool(folder.scenario.catalog(), cache=not args.no_cache)
+        check_buildable(folder.scenario, engines, folder.seeds[0])
     elif args.scenario is None:
         raise UsageError("give a SCENARIO (name or YAML file) or --resume DIR")
     else:
-        folder = _new_folder(args, n_seeds)
-    engines = EnginePool(folder.scenario.catalog(), cache=not args.no_cache)
-    check_buildable(folder, engines)
+        folder, engines = _new_folder(args, n_seeds, cache=not args.no_cache)
 
     errors = Console(stderr=True)
     progress = Progress(
@@ -269,3 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("admarket: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

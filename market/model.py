@@ -60,13 +60,6 @@ class RandomStreams:
         return int(self.sequence("engine", round_index).generate_state(1)[0])
 
 
-@dataclass(frozen=True)
-class Query:
-    text: str
-    topic: str
-    weight: float
-
-
 # --- DataCollector reporters: one small function per column of docs/data.md -------------------
 
 
@@ -340,15 +333,14 @@ class MarketModel(mesa.Model):
             top_p=scenario.sampling.top_p,
             max_new_tokens=scenario.sampling.max_new_tokens,
         )
-        self.queries = tuple(Query(q.text, q.topic, float(q.weight)) for q in scenario.queries)
-        if not self.queries:
-            raise ValueError("scenario.queries is empty: give at least one query")
-        weights = np.array([q.weight for q in self.queries])
-        if not (np.all(weights >= 0) and weights.sum() > 0):
-            raise ValueError(f"scenario.queries weights must be >= 0 with a positive sum, got {weights}")
+        self.queries = tuple(scenario.queries)  # validated: non-empty, weights > 0
+        weights = np.array([q.weight for q in self.queries], dtype=float)
         self._query_probabilities = weights / weights.sum()
         self.outside_option = bool(scenario.outside_option)
-        self.advertisers = [self._make_agent(i, spec) for i, spec in enumerate(scenario.advertisers)]
+        self.topics_graph = scenario.topics_graph()
+        self.advertisers = [
+            self._make_agent(i, spec) for i, spec in enumerate(scenario.advertisers)
+        ]
         # strategies that draw get a fresh stream each round, so a resumed run draws the same
         self._drawing_strategies = {
             i: spec.strategy
@@ -358,7 +350,7 @@ class MarketModel(mesa.Model):
         self._connect(scenario.observation_graph())
 
         self.round = 0
-        self.query: Query | None = None
+        self.query: Any = None  # the round's QuerySpec (text, topic, weight)
         self.outcome: RoundOutcome | None = None
         self.entrant_index: dict[str, int] = {}
         self.round_seconds = math.nan
@@ -367,8 +359,7 @@ class MarketModel(mesa.Model):
             agent_reporters=ADVERTISER_REPORTERS,
             tables={"auctions": list(AUCTION_COLUMNS)},
         )
-        self._drained_rounds = 0
-        self._drained_auction_rows = 0
+        self._drained_rounds = self._drained_steps = self._drained_auction_rows = 0
 
     def _make_agent(self, index: int, spec: Any) -> AdvertiserAgent:
         policy_type, _ = spec_parts(spec.policy, "policy")
@@ -393,14 +384,15 @@ class MarketModel(mesa.Model):
 
     # --- one round ---------------------------------------------------------------------------
 
-    def draw_query(self, round_index: int) -> Query:
-        """The query of a round, from the query mix's own per-round stream."""
+    def draw_query(self, round_index: int) -> Any:
+        """The query of a round, drawn ∝ weight from the query mix's own per-round stream."""
         rng = self.streams.rng("query", round_index)
         return self.queries[int(rng.choice(len(self.queries), p=self._query_probabilities))]
 
-    def is_relevant(self, name: str, topic: str | None = None) -> bool:
-        """Whether the query's topic is one of the advertiser's (the bipartite topic graph)."""
-        return bool(self.scenario.is_relevant(name, self.query.topic if topic is None else topic))
+    def is_relevant(self, name: str) -> bool:
+        """Whether the round's query topic is one of the advertiser's: an edge of the bipartite
+        advertisers–topics graph."""
+        return self.topics_graph.has_edge(name, self.query.topic)
 
     def _bidder(self, index: int) -> Bidder:
         agent = self.advertisers[index]
@@ -487,20 +479,24 @@ class MarketModel(mesa.Model):
     # --- data out, state back in -------------------------------------------------------------
 
     def drain_rows(self) -> TableRows:
-        """The rows collected since the last drain, ready for the run folder's tables."""
+        """The rows collected since the last drain, ready for the run folder's tables.
+
+        Reads only what is new: the model reporters' lists from the last drained round on, the
+        agent records of the steps since the last drain (mesa keeps them per step in
+        ``_agent_records``), and the new rows of the auctions table. Only rounds whose step
+        completed are returned.
+        """
         collector = self.datacollector
-        start = self._drained_rounds
         stop = len(collector.model_vars["round"])
         rounds = [
             {name: collector.model_vars[name][k] for name in ROUND_REPORTERS}
-            for k in range(start, stop)
+            for k in range(self._drained_rounds, stop)
         ]
-        advertisers: list[dict[str, Any]] = []
-        if stop > start:
-            frame = collector.get_agent_vars_dataframe()
-            steps = frame.index.get_level_values("Step")
-            frame = frame[steps > steps.max() - (stop - start)]
-            advertisers = frame.reset_index(drop=True).to_dict("records")
+        advertisers = [
+            dict(zip(ADVERTISER_REPORTERS, record[2:], strict=True))  # (step, agent id, ...)
+            for step in range(self._drained_steps + 1, self.steps + 1)
+            for record in collector._agent_records.get(step, ())
+        ]
         table = collector.tables["auctions"]
         end = len(table["round"])
         auctions = [
@@ -508,7 +504,13 @@ class MarketModel(mesa.Model):
             for k in range(self._drained_auction_rows, end)
         ]
         self._drained_rounds, self._drained_auction_rows = stop, end
-        return TableRows(rounds, advertisers, auctions)
+        self._drained_steps = self.steps
+        # a step cut short (Ctrl-C) may have collected part of its round: leave that round out
+        return TableRows(
+            rounds=[r for r in rounds if r["round"] < self.round],
+            advertisers=[r for r in advertisers if r["round"] < self.round],
+            auctions=[r for r in auctions if r["round"] < self.round],
+        )
 
     def restore(self, histories: Mapping[str, Sequence[RoundRecord]]) -> None:
         """Continue a run from recorded histories (every advertiser, rounds 0..T-1).
@@ -521,7 +523,9 @@ class MarketModel(mesa.Model):
             raise RuntimeError("restore() needs a fresh model (no round run yet)")
         lengths = {a.name: len(histories.get(a.name, ())) for a in self.advertisers}
         if len(set(lengths.values())) > 1:
-            raise ValueError(f"histories must cover the same rounds for every advertiser: {lengths}")
+            raise ValueError(
+                f"histories must cover the same rounds for every advertiser: {lengths}"
+            )
         done = next(iter(lengths.values()), 0)
         for agent in self.advertisers:
             agent.history = list(histories[agent.name]) if done else []
@@ -532,5 +536,4 @@ class MarketModel(mesa.Model):
                         f"resume replay diverged: {agent.name}'s policy decides differently in "
                         f"round {t} than the recorded run; the run folder and the code disagree"
                     )
-        self.round = done
-        self.steps = done
+        self.round = self.steps = self._drained_steps = done

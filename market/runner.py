@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -110,18 +110,7 @@ SCHEMAS = {
     table: pa.schema([(name, _TYPES[table][name]) for name in columns])
     for table, columns in _COLUMNS.items()
 }
-_RECORD_FIELDS = (
-    "round",
-    "entered",
-    "relevant",
-    "expected_reward",
-    "payment",
-    "utility",
-    "realized_reward",
-    "realized_utility",
-    "outside_reward",
-    "mentioned",
-)
+_RECORD_FIELDS = tuple(f.name for f in fields(RoundRecord))
 
 
 class RunError(Exception):
@@ -170,7 +159,6 @@ class RunFolder:
     path: Path
     meta: dict[str, Any]
     scenario: Any = None
-    _written_parts: int = field(default=0, init=False)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -236,10 +224,14 @@ class RunFolder:
         """Reopen a run folder to continue it (``rounds`` may extend the run)."""
         path = Path(path)
         if not path.is_dir():
-            raise RunError(f"run folder {path} does not exist; pass the --out DIR of an earlier run")
+            raise RunError(
+                f"run folder {path} does not exist; pass the --out DIR of an earlier run"
+            )
         for name in (SCENARIO_FILE, META_FILE):
             if not (path / name).is_file():
-                raise RunError(f"{path} has no {name}: it is not a run folder written by admarket run")
+                raise RunError(
+                    f"{path} has no {name}: it is not a run folder written by admarket run"
+                )
         try:
             meta = json.loads((path / META_FILE).read_text())
         except json.JSONDecodeError as err:
@@ -267,7 +259,6 @@ class RunFolder:
                 index = _part_index(part.name)
                 if part.name.startswith(".") or (index is not None and index >= committed):
                     part.unlink()
-        self._written_parts = committed
 
     def histories(self, variant: str, seed: int) -> dict[str, list[RoundRecord]]:
         """Every advertiser's recorded rounds of one replicate, oldest first."""
@@ -281,21 +272,7 @@ class RunFolder:
         frame = frame[frame["round"] < done].sort_values(["advertiser", "round"], kind="stable")
         histories: dict[str, list[RoundRecord]] = {}
         for name, rows in frame.groupby("advertiser", sort=False):
-            records = [
-                RoundRecord(
-                    round=int(r.round),
-                    entered=bool(r.entered),
-                    relevant=bool(r.relevant),
-                    expected_reward=float(r.expected_reward),
-                    payment=float(r.payment),
-                    utility=float(r.utility),
-                    realized_reward=float(r.realized_reward),
-                    realized_utility=float(r.realized_utility),
-                    outside_reward=float(r.outside_reward),
-                    mentioned=bool(r.mentioned),
-                )
-                for r in rows[list(_RECORD_FIELDS)].itertuples(index=False)
-            ]
+            records = [RoundRecord(**row) for row in rows[list(_RECORD_FIELDS)].to_dict("records")]
             if [r.round for r in records] != list(range(done)):
                 raise RunError(
                     f"{folder} lacks rounds of {name} ({variant}, seed {seed}): meta.json says "
@@ -304,26 +281,20 @@ class RunFolder:
             histories[str(name)] = records
         return histories
 
-    def write(self, batches: Iterable[TableRows], completed: Mapping[tuple[str, int], int]) -> None:
-        """Write the rows as one new part per table, then commit ``meta.json``."""
-        rows = {table: [] for table in TABLES}
-        for batch in batches:
-            rows["rounds"] += batch.rounds
-            rows["advertisers"] += batch.advertisers
-            rows["auctions"] += batch.auctions
-        if rows["rounds"]:
-            name = f"part-{self._written_parts:05d}.parquet"
+    def write(self, rows: TableRows, variant: str, seed: int, completed: int) -> None:
+        """Write one replicate's new rows as one new part per table, then commit ``meta.json``
+        with the rounds it has completed."""
+        if rows.rounds:
+            name = f"part-{int(self.meta['parts']):05d}.parquet"
             for table in TABLES:
                 folder = self.path / table
                 folder.mkdir(exist_ok=True)
-                data = pa.Table.from_pylist(rows[table], schema=SCHEMAS[table])
+                data = pa.Table.from_pylist(getattr(rows, table), schema=SCHEMAS[table])
                 temporary = folder / f".{name}.tmp"
                 pq.write_table(data, temporary)
                 os.replace(temporary, folder / name)
-            self._written_parts += 1
-            self.meta["parts"] = self._written_parts
-        for (variant, seed), done in completed.items():
-            self.meta["completed"][variant][str(seed)] = int(done)
+            self.meta["parts"] = int(self.meta["parts"]) + 1
+        self.meta["completed"][variant][str(seed)] = int(completed)
         self.commit()
 
     def commit(self, status: str | None = None, wall_seconds: float = 0.0) -> None:
@@ -348,7 +319,13 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 class EnginePool:
-    """One engine per distinct engine spec, shared by every variant and seed of a run."""
+    """One engine per distinct engine spec, shared by every variant and seed of a run.
+
+    Real LLMs go behind the persistent call cache when ``cache`` is on; the synthetic engine is
+    exact and faster than any cache, so it never is.
+    """
+
+    UNCACHED = frozenset({"synthetic"})
 
     def __init__(self, catalog: Any, *, cache: bool) -> None:
         self.catalog = catalog
@@ -360,17 +337,18 @@ class EnginePool:
         if key not in self._engines:
             from market.engines import create_engine  # loads an LLM stack only when a run needs it
 
-            self._engines[key] = create_engine(spec, catalog=self.catalog, cache=self.cache)
+            cache = self.cache and spec.type not in self.UNCACHED
+            self._engines[key] = create_engine(spec, catalog=self.catalog, cache=cache)
         return self._engines[key]
 
 
 def build_models(
-    folder: RunFolder, engines: EnginePool, seed: int
+    scenario: Any, engines: EnginePool, seed: int
 ) -> dict[str, Callable[[], MarketModel]]:
     """Per variant, a builder of that replicate's model (the scenario's seed set to ``seed``)."""
     builders = {}
-    for name, scenario in expand_variants(folder.scenario).items():
-        replicate = scenario.model_copy(update={"seed": int(seed)})
+    for name, variant in expand_variants(scenario).items():
+        replicate = variant.model_copy(update={"seed": int(seed)})
 
         def build(replicate: Any = replicate, name: str = name) -> MarketModel:
             return MarketModel(replicate, engines.get(replicate.engine), variant=name)
@@ -379,13 +357,13 @@ def build_models(
     return builders
 
 
-def check_buildable(folder: RunFolder, engines: EnginePool) -> None:
+def check_buildable(scenario: Any, engines: EnginePool, seed: int) -> None:
     """Build every variant's model once (engines load here) so bad settings fail before running."""
-    for name, build in build_models(folder, engines, folder.seeds[0]).items():
+    for name, build in build_models(scenario, engines, seed).items():
         try:
             build()
         except (ValueError, TypeError, KeyError) as err:
-            raise RunError(f"variant {name!r} of scenario {folder.scenario.name!r}: {err}") from err
+            raise RunError(f"variant {name!r} of scenario {scenario.name!r}: {err}") from err
 
 
 def execute(
@@ -399,27 +377,25 @@ def execute(
 
     Variants of one seed share the root seed (common random numbers). Rows are flushed when
     ``flush_seconds`` have passed since the last flush (0: after every round), at the end of
-    each replicate, and on Ctrl-C, which raises `RunInterrupted` once the flush is committed.
+    each replicate, and when the run stops early: on Ctrl-C, which then raises `RunInterrupted`,
+    and on an error, which is re-raised; either way the folder can be resumed.
     """
     started = time.perf_counter()
-    pending: list[TableRows] = []
-    completed: dict[tuple[str, int], int] = {}
     model: MarketModel | None = None
+    flushing = False
     last_flush = time.monotonic()
 
     def flush() -> None:
-        nonlocal last_flush
-        if model is not None:
-            pending.append(model.drain_rows())
-            completed[(model.variant, model.root_seed)] = model.round
-        folder.write(pending, completed)
-        pending.clear()
+        nonlocal flushing, last_flush
+        flushing = True
+        folder.write(model.drain_rows(), model.variant, model.root_seed, model.round)
+        flushing = False
         last_flush = time.monotonic()
 
     folder.commit(status="running")
     try:
         for seed in folder.seeds:
-            for name, build in build_models(folder, engines, seed).items():
+            for name, build in build_models(folder.scenario, engines, seed).items():
                 done = folder.completed(name, seed)
                 if done >= folder.rounds:
                     continue
@@ -434,12 +410,16 @@ def execute(
                         flush()
                 flush()
                 model = None
-    except KeyboardInterrupt:
-        flush()
-        folder.commit(status="interrupted", wall_seconds=time.perf_counter() - started)
-        raise RunInterrupted(folder.path, folder.completed_rounds) from None
-    except BaseException:
-        folder.commit(status="failed", wall_seconds=time.perf_counter() - started)
+    except BaseException as error:  # keep every completed round, whatever stopped the run
+        interrupted = isinstance(error, KeyboardInterrupt)
+        try:
+            if model is not None and not flushing:  # a flush cut short is dropped on resume
+                flush()
+        finally:
+            status = "interrupted" if interrupted else "failed"
+            folder.commit(status=status, wall_seconds=time.perf_counter() - started)
+        if interrupted:
+            raise RunInterrupted(folder.path, folder.completed_rounds) from None
         raise
     folder.commit(status="finished", wall_seconds=time.perf_counter() - started)
 
@@ -453,4 +433,3 @@ def read_table(run_dir: Path, table: str) -> pd.DataFrame:
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
     """A table without its timing columns: what two runs with the same seed must agree on."""
     return frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame.columns])
-

@@ -59,6 +59,15 @@ class _Context:
         else:
             self.band = "One seed: no bands (the tables give bootstrap CIs over rounds)."
         self.rolling = f"rolling mean over {self.window} rounds"
+        # Advertisers: one colour each; solid when the queries are mostly relevant to them.
+        relevance = data.advertisers.groupby("advertiser", sort=False)["relevant"].mean()
+        names = list(relevance.index)
+        palette = "tab10" if len(names) <= 10 else ("tab20" if len(names) <= 20 else "husl")
+        self.advertiser_colour = dict(
+            zip(names, sns.color_palette(palette, len(names)), strict=True)
+        )
+        self.advertiser_style = {n: "-" if relevance[n] >= 0.5 else "--" for n in names}
+        self.advertiser_label = {n: f"{n} ({relevance[n]:.0%} relevant)" for n in names}
 
 
 def _figure(rows: int = 1, cols: int = 1, *, sharey: bool = False) -> tuple[Figure, np.ndarray]:
@@ -95,18 +104,17 @@ def _participation_advertisers(ctx: _Context, out_dir: Path) -> FigureOutput:
     adv = data.advertisers[["variant", "seed", "round", "advertiser", "entered"]]
     series = round_series(adv, "entered", by=("advertiser",), window=ctx.window)
     fig, axes = _figure(1, len(data.variants), sharey=True)
-    palette = dict(
-        zip(
-            pd.unique(adv["advertiser"]),
-            sns.color_palette("tab10", adv["advertiser"].nunique()),
-            strict=True,
-        )
-    )
     for ax, variant in zip(axes[0], data.variants, strict=True):
         for advertiser, part in series[series["variant"] == variant].groupby(
             "advertiser", sort=False
         ):
-            ax.plot(part["round"], part["mean"], color=palette[advertiser], label=advertiser)
+            ax.plot(
+                part["round"],
+                part["mean"],
+                color=ctx.advertiser_colour[advertiser],
+                linestyle=ctx.advertiser_style[advertiser],
+                label=ctx.advertiser_label[advertiser],
+            )
         ax.set(title=variant, xlabel="round", ylim=(-0.03, 1.03))
     axes[0][0].set_ylabel("participation (share of rounds entered)")
     axes[0][-1].legend(
@@ -116,7 +124,8 @@ def _participation_advertisers(ctx: _Context, out_dir: Path) -> FigureOutput:
     return FigureOutput(
         "participation_advertisers",
         "Participation per advertiser",
-        f"Share of rounds each advertiser entered, {ctx.rolling}, averaged over seeds.",
+        f"Share of rounds each advertiser entered, {ctx.rolling}, averaged over seeds. Solid: "
+        "advertisers the queries are relevant to at least half of the time; dashed: the others.",
         _save(fig, out_dir, "participation_advertisers"),
     )
 
@@ -241,8 +250,6 @@ def _utility_advertisers(ctx: _Context, out_dir: Path) -> FigureOutput:
     adv = data.advertisers[["variant", "seed", "round", "advertiser", "utility"]]
     cumulative = round_series(adv, "utility", by=("advertiser",), cumulative=True)
     rolling = round_series(adv, "utility", by=("advertiser",), window=ctx.window)
-    names = list(pd.unique(adv["advertiser"]))
-    palette = dict(zip(names, sns.color_palette("tab10", len(names)), strict=True))
     fig, axes = _figure(2, len(data.variants))
     for col, variant in enumerate(data.variants):
         for row, series in enumerate((cumulative, rolling)):
@@ -250,7 +257,13 @@ def _utility_advertisers(ctx: _Context, out_dir: Path) -> FigureOutput:
             for name, part in series[series["variant"] == variant].groupby(
                 "advertiser", sort=False
             ):
-                ax.plot(part["round"], part["mean"], color=palette[name], label=name)
+                ax.plot(
+                    part["round"],
+                    part["mean"],
+                    color=ctx.advertiser_colour[name],
+                    linestyle=ctx.advertiser_style[name],
+                    label=ctx.advertiser_label[name],
+                )
             ax.axhline(0, color="grey", linewidth=0.8)
             ax.set_xlabel("round")
         axes[0][col].set_title(f"{variant}: cumulative utility")

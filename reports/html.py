@@ -19,16 +19,31 @@ from reports.tables import (
 from reports.template import figure_html, meta_list, notes_html, page, table_html
 
 
+def _engine_text(info: object) -> str:
+    if isinstance(info, dict):
+        return " · ".join(f"{k}={v}" for k, v in info.items() if k != "extra")
+    return str(info)
+
+
 def _run_facts(data: RunData) -> dict[str, object]:
-    engine = data.meta.get("engine", {})
-    engine_text = (
-        " · ".join(f"{k}={v}" for k, v in engine.items() if k != "extra")
-        if isinstance(engine, dict)
-        else str(engine)
-    )
+    """What produced the run, from meta.json (``engines`` per variant, or one ``engine``)."""
+    engines = data.meta.get("engines")
+    if isinstance(engines, dict) and engines:
+        texts = {v: _engine_text(info) for v, info in engines.items()}
+        distinct = set(texts.values())
+        engine_text = (
+            distinct.pop()
+            if len(distinct) == 1
+            else "; ".join(f"{v}: {t}" for v, t in texts.items())
+        )
+    elif "engine" in data.meta:
+        engine_text = _engine_text(data.meta["engine"])
+    else:
+        engine_text = "not recorded in meta.json"
     return {
         "run folder": data.run_dir.resolve(),
-        "engine": engine_text or "not recorded (no meta.json)",
+        "engine": engine_text,
+        "status": data.meta.get("status", "n/a"),
         "admarket version": data.meta.get("admarket_version", data.meta.get("version", "n/a")),
         "mechanism": ", ".join(data.mechanisms),
         "generator": ", ".join(_unique(data.rounds["generator"])),

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from market.engines import create_engine
-from market.engines.base import Engine, SamplingParams
+from market.engines.base import Engine, EngineError, SamplingParams
 from market.prompts import Brand
 from reports.replication_report import (
     build_study_figures,
@@ -265,7 +265,7 @@ def build_study_report(out_dir: str | Path) -> Path:
     figures = build_study_figures(
         out / "figures", summary, fits, advertisers, benchmarks, tv, exact
     )
-    checks = shape_checks(summary, fits, tv)
+    checks = shape_checks(summary, fits, tv, benchmarks)
     summary.to_csv(out / "summary.csv", index=False)
     checks.to_csv(out / "checks.csv", index=False)
     facts = {
@@ -308,7 +308,7 @@ def print_study_summary(out_dir: Path, console: Console) -> None:
     for column in ("claim", "paper", "ours", "holds"):
         table.add_column(column)
     for row in checks.itertuples():
-        table.add_row(row.claim, row.paper, row.ours, "yes" if row.holds else "no")
+        table.add_row(row.claim, row.paper, row.ours, row.holds)
     console.print(table)
 
 
@@ -355,7 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{config.settings.n_seeds} seeds × {len(config.settings.generators)} generators, "
         f"M in {list(config.settings.m_grid)} → {config.out_dir}"
     )
-    page = run_replication(config, console)
+    try:
+        page = run_replication(config, console)
+    except EngineError as err:
+        print(f"admarket replicate: {err}", file=sys.stderr)
+        return 2
     print_study_summary(config.out_dir, Console())
     console.print(f"report: {page}")
     return 0

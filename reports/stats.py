@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,31 +53,27 @@ def wilson_interval(
     return (float(centre - half), float(centre + half))
 
 
-def bootstrap_interval(
-    per_unit: np.ndarray,
-    statistic: Callable[[np.ndarray], np.ndarray],
-    rng: np.random.Generator,
-    *,
-    n_boot: int = 2000,
-    confidence: float = CONFIDENCE,
-) -> tuple[float, float]:
-    """Percentile bootstrap over units (rows of ``per_unit``, e.g. rounds of one run).
+def bootstrap_sums(
+    per_unit: np.ndarray, rng: np.random.Generator, *, n_boot: int = 2000
+) -> np.ndarray:
+    """Column sums of ``n_boot`` resamples (with replacement) of the rows of ``per_unit``.
 
-    ``per_unit`` is (units, K) additive sufficient statistics; ``statistic`` maps summed rows
-    (B, K) to B values. Resampling units with replacement is a multinomial count per unit, so
-    one matrix product gives every bootstrap sum.
+    ``per_unit`` is (units, K) additive statistics, e.g. one row per round of a run. A resample
+    is a multinomial count per unit, so one matrix product gives every bootstrap sum: (n_boot, K).
     """
     units = per_unit.shape[0]
-    if units < 2:
-        return (np.nan, np.nan)
     counts = rng.multinomial(units, np.full(units, 1.0 / units), size=n_boot)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = statistic(counts @ np.nan_to_num(per_unit))
-    values = values[np.isfinite(values)]
-    if values.size < n_boot // 2:
+    return counts @ np.nan_to_num(per_unit)
+
+
+def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates; NaN when half of them are undefined."""
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size < max(2, values.size // 2):
         return (np.nan, np.nan)
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
+    low, high = np.percentile(finite, [tail, 100 - tail])
     return (float(low), float(high))
 
 

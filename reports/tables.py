@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 
 from reports.data import KEYS, RunData
-from reports.stats import bootstrap_interval, linear_fit, t_interval, wilson_interval
+from reports.stats import (
+    bootstrap_sums,
+    linear_fit,
+    percentile_interval,
+    t_interval,
+    wilson_interval,
+)
 
 # Sec. 6.2.2: Pearson correlation between advertiser utility and normalized reward.
 PAPER_PEARSON = {"with offset": 0.8, "without offset": 0.4}
@@ -185,21 +191,20 @@ def headline_table(
     for variant in data.variants:
         part = sums[sums["variant"] == variant]
         per_seed = part.groupby("seed")[columns].sum()
+        seed_sums = {c: per_seed[c].to_numpy() for c in columns}
+        if len(per_seed) < 2:
+            boot = bootstrap_sums(part[columns].to_numpy(dtype=float), rng, n_boot=n_boot)
+            boot_sums = {c: boot[:, k] for k, c in enumerate(columns)}
         for metric in HEADLINE_METRICS:
+            values = metric.compute(seed_sums)
             if len(per_seed) >= 2:
-                values = metric.compute({c: per_seed[c].to_numpy() for c in columns})
                 interval = t_interval(values)
                 estimate, low, high = interval.estimate, interval.low, interval.high
                 n, method = interval.n, f"mean ± 95% t-interval over {interval.n} seeds"
             else:
-                matrix = part[columns].to_numpy(dtype=float)
-                estimate = float(metric.compute({c: np.array([part[c].sum()]) for c in columns})[0])
-                low, high = bootstrap_interval(
-                    matrix,
-                    lambda b, m=metric: m.compute({c: b[:, k] for k, c in enumerate(columns)}),
-                    rng,
-                    n_boot=n_boot,
-                )
+                estimate = float(values[0])
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    low, high = percentile_interval(metric.compute(boot_sums))
                 n, method = len(part), f"95% bootstrap CI over {len(part)} rounds (1 seed)"
             rows.append(
                 {

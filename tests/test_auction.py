@@ -111,27 +111,25 @@ def test_rewards_importance_weights_and_payments_follow_the_mechanism(engine):
     mechanism = mosaic(tau=0.7)
     outcome = run_mosaic(engine, mechanism, entrants)
     scores = engine.inner.score(
-        [reference_prompt(QUERY), advertiser_prompt(QUERY, MUSIC), advertiser_prompt(QUERY, KITCHEN)],
+        [
+            reference_prompt(QUERY),
+            advertiser_prompt(QUERY, MUSIC),
+            advertiser_prompt(QUERY, KITCHEN),
+        ],
         list(outcome.candidates),
     )
     expected_rewards = np.array([1.0, 2.0])[:, None] * (scores[1:] - scores[0])
     np.testing.assert_allclose(outcome.rewards, expected_rewards)
     np.testing.assert_allclose(outcome.log_ref, scores[0])
     # the importance weight uses the exact proposal probability of the sampler actually used
-    np.testing.assert_array_equal(
-        outcome.log_gen, [c.proposal_logprob for c in outcome.candidates]
-    )
-    reference = mosaic_outcome(
-        expected_rewards, scores[0], outcome.log_gen, tau=0.7, offset=True
-    )
+    np.testing.assert_array_equal(outcome.log_gen, [c.proposal_logprob for c in outcome.candidates])
+    reference = mosaic_outcome(expected_rewards, scores[0], outcome.log_gen, tau=0.7, offset=True)
     np.testing.assert_allclose(outcome.allocation, reference.allocation)
     np.testing.assert_allclose(outcome.payments, reference.payments)
     np.testing.assert_allclose(outcome.offsets, reference.offsets)
     np.testing.assert_allclose(outcome.utilities, outcome.expected_rewards - outcome.payments)
     np.testing.assert_allclose(outcome.utilities, reference.utilities)
-    np.testing.assert_allclose(
-        outcome.expected_rewards_without, reference.expected_rewards_without
-    )
+    np.testing.assert_allclose(outcome.expected_rewards_without, reference.expected_rewards_without)
     np.testing.assert_allclose(outcome.realized_rewards, expected_rewards[:, outcome.returned])
     assert outcome.revenue == pytest.approx(reference.payments.sum())
     assert outcome.welfare == pytest.approx(expected_rewards[:, outcome.returned].sum())
@@ -203,7 +201,13 @@ def test_token_auction_calls_the_engine_once_per_token_then_scores_once(engine):
     entrants = bidders((MUSIC, 1.0), (KITCHEN, 0.5))
     mechanism = TokenAuctionMechanism(rule="linear", reference_weight=1.0, max_tokens=6)
     outcome = run_round(
-        engine, mechanism, QUERY, entrants, SAMPLING, seed=1, rng=np.random.default_rng(3),
+        engine,
+        mechanism,
+        QUERY,
+        entrants,
+        SAMPLING,
+        seed=1,
+        rng=np.random.default_rng(3),
         observers=bidders((TUNE, 1.0)),
     )
     kinds = engine.kinds()
@@ -264,7 +268,13 @@ def test_run_round_rejects_an_unknown_mechanism(engine):
 def test_token_auction_without_bids_or_reference_weight_lets_the_reference_answer(engine):
     mechanism = TokenAuctionMechanism(rule="loglinear", reference_weight=0.0)
     outcome = run_round(
-        engine, mechanism, QUERY, [], SAMPLING, seed=0, rng=np.random.default_rng(2),
+        engine,
+        mechanism,
+        QUERY,
+        [],
+        SAMPLING,
+        seed=0,
+        rng=np.random.default_rng(2),
         observers=bidders((MUSIC, 1.0)),
     )
     assert outcome.entrants == () and outcome.payments.shape == (0,)

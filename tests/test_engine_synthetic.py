@@ -85,10 +85,9 @@ def reference_sampler_logprob(engine, prompt, ids, temperature, top_p) -> float:
 @pytest.mark.parametrize("query", [MUSIC, COOKIES, UNKNOWN])
 def test_support_sums_to_one_for_every_role(query):
     prompts = list(role_prompts(query).values())
-    for prompt in prompts:
-        support = ENGINE.enumerate_support(prompt)
-        assert np.exp(support.logprobs).sum() == pytest.approx(1.0, abs=1e-12)
-        assert len(support.token_ids) == len(support.logprobs) == 20 + 20**2 + 20**3 + 20**4
+    logprobs = ENGINE.support_logprobs(prompts)
+    assert logprobs.shape == (len(prompts), 20 + 20**2 + 20**3 + 20**4)
+    np.testing.assert_allclose(np.exp(logprobs).sum(axis=1), 1.0, atol=1e-12)
     for cap in (1, 2, 3):
         truncated = ENGINE.enumerate_support(prompts[-1], max_len=cap)
         assert np.exp(truncated.logprobs).sum() == pytest.approx(1.0, abs=1e-12)
@@ -277,7 +276,7 @@ def test_same_seed_same_candidates_and_no_dependence_on_call_order():
 def test_seed_changes_the_per_query_content_but_stays_exact():
     other = SyntheticEngine(catalog=CATALOG, seed=1)
     prompt = reference_prompt(MUSIC)
-    a, b = ENGINE.enumerate_support(prompt).logprobs, other.enumerate_support(prompt).logprobs
+    (a,), (b,) = ENGINE.support_logprobs([prompt]), other.support_logprobs([prompt])
     assert np.exp(b).sum() == pytest.approx(1.0, abs=1e-12)
     assert not np.allclose(a, b)
 

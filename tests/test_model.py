@@ -131,9 +131,7 @@ def test_a_round_records_histories_and_rows_consistently(engine):
         assert out["outside_reward"].notna().all()  # the outside option is on
         inside = these[these["entered"]]
         assert inside["outside_reward"].isna().all()
-        np.testing.assert_allclose(
-            inside["utility"], inside["expected_reward"] - inside["payment"]
-        )
+        np.testing.assert_allclose(inside["utility"], inside["expected_reward"] - inside["payment"])
         np.testing.assert_allclose(
             inside["realized_utility"], inside["realized_reward"] - inside["payment"]
         )
@@ -179,7 +177,8 @@ def test_offset_on_and_off_share_queries_and_candidates_until_entry_differs(engi
     on, off = tables["offset"], tables["no_offset"]
     assert list(on["rounds"]["query"]) == list(off["rounds"]["query"])
     same_entrants = [
-        list(a) == list(b) for a, b in zip(on["rounds"]["entrants"], off["rounds"]["entrants"], strict=True)
+        list(a) == list(b)
+        for a, b in zip(on["rounds"]["entrants"], off["rounds"]["entrants"], strict=True)
     ]
     first_difference = same_entrants.index(False) if False in same_entrants else len(same_entrants)
     assert first_difference >= 2  # both variants enter, then try staying out, in the same rounds

@@ -438,6 +438,7 @@ def test_no_advertisers_and_a_single_candidate():
         ],
     )
     assert out.payments.shape == out.utilities.shape == out.expected_rewards_without.shape == (0,)
+    np.testing.assert_array_equal(mosaic_outcome([], log_ref, log_gen).allocation, out.allocation)
     single = mosaic_outcome(np.array([[4.0], [-2.0]]), np.array([-7.0]), np.array([-3.0]), tau=0.5)
     np.testing.assert_array_equal(single.allocation, [1.0])
     # One candidate: the reply is fixed, so utility = reward - payment = reward - (reward - 0).

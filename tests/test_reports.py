@@ -1,22 +1,22 @@
 """Reports: every figure is written, and every table number matches a recomputation from parquet.
 
-Two kinds of run folders are used: a fixture written here with the exact docs/data.md schema (a
-small MOSAIC market simulated in numpy, so variants, seeds and the token auction's NaN columns can
-be controlled), and a real short run of the market on the synthetic engine.
+The run folders are real short runs of the market (`admarket sweep` / `run` on the synthetic
+engine): free-riding with the offset on and off over several seeds, the same with one seed (the
+bootstrap path), and MOSAIC against the token auction (NaN counterfactuals).
 """
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from rich.console import Console
 from scipy import stats
 
+from market.cli import main as admarket
 from reports import build_report, load_run, print_summary
 from reports.data import RunDataError
 from reports.figures import build_figures
@@ -28,175 +28,36 @@ from reports.tables import (
     offset_modes,
 )
 
-BRANDS = {
-    "MusicMastery": ("music",),
-    "InstaTune": ("music",),
-    "KitchenFix": ("cooking",),
-    "EasySwitch": ("privacy",),
-}
-QUERIES = {
-    "How can I learn to play the guitar?": "music",
-    "How do I cook rice perfectly?": "cooking",
-    "How can I protect my privacy online?": "privacy",
-}
+SYNTHETIC = ["--set", "engine.type=synthetic", "--no-report", "--no-cache"]
 
 
-def _lse(x: np.ndarray) -> float:
-    peak = np.max(x)
-    return float(peak + np.log(np.exp(x - peak).sum()))
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    return np.exp(x - _lse(x))
-
-
-def _mosaic(rewards: np.ndarray, log_ref: np.ndarray, log_gen: np.ndarray, offset: bool):
-    """Algorithm 1 with eq. 13 payments (τ = 1), written out independently of market/."""
-    logits = rewards.sum(0) + log_ref - log_gen
-    allocation = _softmax(logits)
-    expected, without, payments, offsets = [], [], [], []
-    for r in rewards:
-        beta = logits - r
-        c = -_lse(beta) if offset else 0.0
-        expected.append(allocation @ r)
-        without.append(_softmax(beta) @ r)
-        payments.append(allocation @ r - _lse(r + beta) - c)
-        offsets.append(c)
-    return allocation, *(np.array(v) for v in (expected, without, payments, offsets))
-
-
-def write_fixture_run(
-    run_dir: Path,
-    *,
-    variants: dict[str, dict] | None = None,
-    seeds: tuple[int, ...] = (11, 12),
-    n_rounds: int = 24,
-    m: int = 4,
-) -> Path:
-    """A small market with the docs/data.md schema: entry probabilities by relevance, rewards of
-    relevant entrants mostly positive, MOSAIC outcomes (or token-auction NaNs) per round."""
-    variants = variants or {
-        "offset": {"mechanism": "mosaic", "offset": True, "p_irrelevant": 0.2},
-        "no_offset": {"mechanism": "mosaic", "offset": False, "p_irrelevant": 0.6},
-    }
-    names, queries = list(BRANDS), list(QUERIES)
-    rounds, advertisers, auctions = [], [], []
-    for v_index, (variant, spec) in enumerate(variants.items()):
-        token = spec["mechanism"] == "token_auction"
-        for seed in seeds:
-            rng = np.random.default_rng([seed, v_index])
-            for t in range(n_rounds):
-                query = queries[int(rng.integers(len(queries)))]
-                topic = QUERIES[query]
-                relevant = np.array([topic in BRANDS[a] for a in names])
-                p_enter = np.where(relevant, 0.85, spec["p_irrelevant"])
-                entered = rng.random(len(names)) < p_enter
-                entrants = [a for a, e in zip(names, entered, strict=True) if e]
-                rel_in = relevant[entered]
-                k = 1 if token else m
-                n_tokens = rng.integers(20, 48, size=k)
-                log_ref = -rng.gamma(4.0, 8.0, size=k)
-                log_gen = log_ref + rng.normal(0.5, 1.0, size=k)
-                mean = np.where(rel_in, 1.0, -1.0)[:, None]
-                rewards = mean + rng.normal(0.0, 1.2, size=(len(entrants), k))
-                texts = [
-                    "Try "
-                    + " and ".join(a for a, r in zip(entrants, rewards[:, j], strict=True) if r > 1)
-                    + f" (candidate {j})"
-                    for j in range(k)
-                ]
-                if token:
-                    allocation = np.ones(1)
-                    expected = rewards[:, 0]
-                    without = offsets = np.full(len(entrants), np.nan)
-                    payments = np.abs(rng.normal(0.3, 0.2, size=len(entrants)))
-                else:
-                    allocation, expected, without, payments, offsets = _mosaic(
-                        rewards, log_ref, log_gen, spec["offset"]
-                    )
-                returned = int(rng.choice(k, p=allocation))
-                realized = rewards[:, returned]
-                mentioned = [a for a in entrants if a in texts[returned]]
-                keys = {"variant": variant, "seed": seed, "round": t}
-                rounds.append(
-                    {
-                        **keys,
-                        "query": query,
-                        "topic": topic,
-                        "mechanism": spec["mechanism"],
-                        "generator": "token" if token else "context",
-                        "n_entrants": len(entrants),
-                        "entrants": entrants,
-                        "n_relevant_entrants": int(rel_in.sum()),
-                        "n_irrelevant_entrants": int((~rel_in).sum()),
-                        "n_candidates": k,
-                        "revenue": float(payments.sum()),
-                        "welfare": float(realized.sum()),
-                        "expected_welfare": float(expected.sum()),
-                        "usefulness": float(log_ref[returned] / n_tokens[returned]),
-                        "reply_logprob_ref": float(log_ref[returned]),
-                        "reply_tokens": int(n_tokens[returned]),
-                        "reply_text": texts[returned],
-                        "ess": float(1 / np.sum(allocation**2)),
-                        "mentioned": mentioned,
-                        "engine_seconds": 0.01,
-                        "round_seconds": 0.02,
-                    }
-                )
-                position = {a: i for i, a in enumerate(entrants)}
-                for a, rel in zip(names, relevant, strict=True):
-                    i = position.get(a)
-                    inside = i is not None
-                    advertisers.append(
-                        {
-                            **keys,
-                            "advertiser": a,
-                            "value": 1.0,
-                            "policy": "fixed_probability",
-                            "entered": inside,
-                            "relevant": bool(rel),
-                            "payment": float(payments[i]) if inside else 0.0,
-                            "expected_reward": float(expected[i]) if inside else 0.0,
-                            "expected_reward_without": float(without[i]) if inside else np.nan,
-                            "utility": float(expected[i] - payments[i]) if inside else 0.0,
-                            "realized_reward": float(realized[i]) if inside else 0.0,
-                            "realized_utility": float(realized[i] - payments[i]) if inside else 0.0,
-                            "outside_reward": np.nan,
-                            "mentioned": a in mentioned,
-                            "offset": float(offsets[i]) if inside else 0.0,
-                        }
-                    )
-                for j in range(k):
-                    auctions.append(
-                        {
-                            **keys,
-                            "candidate": j,
-                            "text": texts[j],
-                            "n_tokens": int(n_tokens[j]),
-                            "log_ref": float(log_ref[j]),
-                            "log_gen": float(log_gen[j]),
-                            "allocation": float(allocation[j]),
-                            "returned": j == returned,
-                            "rewards": [float(r) for r in rewards[:, j]],
-                            "entrants": entrants,
-                        }
-                    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("rounds", rounds), ("advertisers", advertisers), ("auctions", auctions)):
-        frame = pd.DataFrame(rows)
-        (run_dir / name).mkdir(exist_ok=True)
-        half = len(frame) // 2  # two parts, as the runner flushes them
-        frame.iloc[:half].to_parquet(run_dir / name / "part-00000.parquet")
-        frame.iloc[half:].to_parquet(run_dir / name / "part-00001.parquet")
-    scenario = {"name": "fixture", "rounds": n_rounds, "seeds": list(seeds), "variants": variants}
-    (run_dir / "scenario.yaml").write_text(yaml.safe_dump(scenario))
-    (run_dir / "meta.json").write_text(json.dumps({"engine": {"engine": "fixture"}}))
-    return run_dir
+def _admarket(*args: str) -> None:
+    assert admarket(list(args)) == 0, f"admarket {' '.join(args)} failed"
 
 
 @pytest.fixture(scope="module")
-def fixture_run(tmp_path_factory) -> Path:
-    return write_fixture_run(tmp_path_factory.mktemp("fixture_run"))
+def sweep_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "free_riding_sweep"
+    _admarket(
+        "sweep", "free_riding", "--seeds", "3", "--rounds", "30", "--out", str(out), *SYNTHETIC
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "free_riding_one"
+    _admarket("run", "free_riding", "--rounds", "40", "--out", str(out), *SYNTHETIC)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "token_vs_mosaic"
+    _admarket(
+        "sweep", "token_vs_mosaic", "--seeds", "2", "--rounds", "12", "--out", str(out), *SYNTHETIC
+    )
+    return out
 
 
 def _read(run_dir: Path, name: str) -> pd.DataFrame:
@@ -223,9 +84,10 @@ def _check_report(run_dir: Path) -> None:
     assert "Resolved scenario" in text
 
 
-def test_report_writes_every_figure(fixture_run):
-    _check_report(fixture_run)
-    names = {p.stem for p in (fixture_run / "figures").glob("*.png")}
+def test_report_of_a_copied_run_writes_every_figure(sweep_run, tmp_path):
+    copied = shutil.copytree(sweep_run, tmp_path / "elsewhere")  # reports need the files alone
+    _check_report(copied)
+    names = {p.stem for p in (copied / "figures").glob("*.png")}
     assert names == {
         "participation_advertisers",
         "participation_relevance",
@@ -241,27 +103,28 @@ def test_report_writes_every_figure(fixture_run):
     }
 
 
-def test_headline_matches_recomputation_over_seeds(fixture_run):
-    adv, rounds = _read(fixture_run, "advertisers"), _read(fixture_run, "rounds")
-    table = headline_table(load_run(fixture_run)).set_index(["variant", "metric"])
+def test_headline_matches_recomputation_over_seeds(sweep_run):
+    adv, rounds = _read(sweep_run, "advertisers"), _read(sweep_run, "rounds")
+    table = headline_table(load_run(sweep_run)).set_index(["variant", "metric"])
+    assert set(rounds.seed) == {0, 1, 2} and set(rounds.variant) == {"offset", "no_offset"}
     for variant in ("offset", "no_offset"):
         a, r = adv[adv.variant == variant], rounds[rounds.variant == variant]
+        entered = a[a.entered]
+        late = a["round"] >= 15
         per_seed = {
             "participation_relevant": a[a.relevant].groupby("seed").entered.mean(),
             "participation_irrelevant": a[~a.relevant].groupby("seed").entered.mean(),
-            "participation_relevant_late": a[a.relevant & (a["round"] >= 12)]
-            .groupby("seed")
-            .entered.mean(),
+            "participation_relevant_late": a[a.relevant & late].groupby("seed").entered.mean(),
+            "participation_irrelevant_late": a[~a.relevant & late].groupby("seed").entered.mean(),
             "revenue": r.groupby("seed").revenue.mean(),
             "welfare": r.groupby("seed").welfare.mean(),
+            "expected_welfare": r.groupby("seed").expected_welfare.mean(),
             "usefulness": r.groupby("seed").usefulness.mean(),
-            "utility": a[a.entered].groupby("seed").utility.mean(),
-            "share_positive_utility": a[a.entered]
-            .groupby("seed")
-            .utility.apply(lambda u: (u > 0).mean()),
-            "pearson_r": a[a.entered]
-            .groupby("seed")
-            .apply(
+            "utility": entered.groupby("seed").utility.mean(),
+            "share_positive_utility": entered.groupby("seed").utility.apply(
+                lambda u: (u > 0).mean()
+            ),
+            "pearson_r": entered.groupby("seed").apply(
                 lambda g: np.corrcoef(g.expected_reward - g.expected_reward_without, g.utility)[
                     0, 1
                 ]
@@ -273,28 +136,29 @@ def test_headline_matches_recomputation_over_seeds(fixture_run):
                 [row.estimate, row.low, row.high],
                 _t_ci(values.to_numpy()),
                 rtol=1e-9,
-                err_msg=metric,
+                err_msg=f"{variant} {metric}",
             )
-            assert row.n == 2 and "t-interval over 2 seeds" in row.method
+            assert row.n == 3 and "t-interval over 3 seeds" in row.method
 
 
-def test_single_seed_uses_bootstrap_over_rounds(tmp_path):
-    run = write_fixture_run(tmp_path / "one", seeds=(5,), n_rounds=40)
-    table = headline_table(load_run(run), rng=np.random.default_rng(1))
-    rounds = _read(run, "rounds")
-    revenue = table[(table.variant == "offset") & (table.metric == "revenue")].iloc[0]
-    assert revenue.estimate == pytest.approx(rounds[rounds.variant == "offset"].revenue.mean())
-    assert revenue.low < revenue.estimate < revenue.high
-    assert "bootstrap" in revenue.method and revenue.n == 40
-    # The bootstrap CI of a mean is close to the normal-theory one for 40 rounds.
-    values = rounds[rounds.variant == "offset"].revenue.to_numpy()
-    se = values.std(ddof=1) / np.sqrt(len(values))
-    assert revenue.high - revenue.low == pytest.approx(2 * 1.96 * se, rel=0.25)
+def test_single_seed_uses_bootstrap_over_rounds(single_run):
+    table = headline_table(load_run(single_run), rng=np.random.default_rng(1))
+    rounds = _read(single_run, "rounds")
+    for variant in ("offset", "no_offset"):
+        values = rounds[rounds.variant == variant].welfare.to_numpy()
+        row = table[(table.variant == variant) & (table.metric == "welfare")].iloc[0]
+        assert row.estimate == pytest.approx(values.mean())
+        assert row.low < row.estimate < row.high
+        assert "bootstrap" in row.method and row.n == 40
+        # For a mean over 40 rounds the bootstrap interval is close to the normal-theory one.
+        se = values.std(ddof=1) / np.sqrt(len(values))
+        assert row.high - row.low == pytest.approx(2 * 1.96 * se, rel=0.3)
 
 
-def test_contribution_fit_matches_numpy(fixture_run):
-    adv = _read(fixture_run, "advertisers")
-    fits = contribution_fits(load_run(fixture_run)).set_index("variant")
+def test_contribution_fit_matches_numpy(sweep_run):
+    adv = _read(sweep_run, "advertisers")
+    data = load_run(sweep_run)
+    fits = contribution_fits(data).set_index("variant")
     for variant in ("offset", "no_offset"):
         a = adv[(adv.variant == variant) & adv.entered]
         x, y = a.expected_reward - a.expected_reward_without, a.utility
@@ -305,15 +169,15 @@ def test_contribution_fit_matches_numpy(fixture_run):
             [fit.slope, fit.intercept, fit.pearson_r, fit.r2], [slope, intercept, r, r * r]
         )
         assert fit.n == len(a)
-    assert fits.loc["offset", "offset"] == "with offset"
-    assert fits.loc["no_offset", "offset"] == "without offset"
+    assert offset_modes(data) == {"offset": "with offset", "no_offset": "without offset"}
     assert fits.loc["offset", "paper_pearson_r"] == 0.8
     assert fits.loc["no_offset", "paper_pearson_r"] == 0.4
 
 
-def test_advertiser_table_matches_recomputation(fixture_run):
-    adv = _read(fixture_run, "advertisers")
-    table = advertiser_table(load_run(fixture_run)).set_index(["variant", "advertiser"])
+def test_advertiser_table_matches_recomputation(sweep_run):
+    adv = _read(sweep_run, "advertisers")
+    table = advertiser_table(load_run(sweep_run)).set_index(["variant", "advertiser"])
+    assert len(table) == adv.groupby(["variant", "advertiser"]).ngroups
     for (variant, name), a in adv.groupby(["variant", "advertiser"]):
         row = table.loc[(variant, name)]
         inside = a[a.entered]
@@ -327,12 +191,12 @@ def test_advertiser_table_matches_recomputation(fixture_run):
         assert row.entry_rate_irrelevant == pytest.approx(irrelevant.entered.mean(), nan_ok=True)
 
 
-def test_dilution_table_matches_recomputation(fixture_run):
-    adv, rounds = _read(fixture_run, "advertisers"), _read(fixture_run, "rounds")
+def test_dilution_table_matches_recomputation(sweep_run):
+    adv, rounds = _read(sweep_run, "advertisers"), _read(sweep_run, "rounds")
     joined = adv[adv.entered & adv.relevant].merge(
         rounds[["variant", "seed", "round", "n_entrants"]], on=["variant", "seed", "round"]
     )
-    table = dilution_table(load_run(fixture_run)).set_index(["variant", "n_entrants"])
+    table = dilution_table(load_run(sweep_run)).set_index(["variant", "n_entrants"])
     expected = joined.groupby(["variant", "n_entrants"]).agg(
         n=("mentioned", "size"), rate=("mentioned", "mean"), reward=("expected_reward", "mean")
     )
@@ -345,34 +209,30 @@ def test_dilution_table_matches_recomputation(fixture_run):
         assert got.mention_low <= got.mention_rate <= got.mention_high
 
 
-def test_token_auction_skips_what_does_not_apply(tmp_path):
-    run = write_fixture_run(
-        tmp_path / "token",
-        variants={"token": {"mechanism": "token_auction", "offset": False, "p_irrelevant": 0.3}},
-        seeds=(1,),
-        n_rounds=20,
-    )
-    data = load_run(run)
-    assert not data.has_counterfactual
-    assert offset_modes(data) == {"token": "n/a"}
-    headline = headline_table(data).set_index("metric")
-    assert np.isnan(headline.loc["pearson_r", "estimate"])
-    assert np.isfinite(headline.loc["revenue", "estimate"])
-    outputs = {o.name: o for o in build_figures(data, run / "figures")}
-    assert outputs["utility_vs_contribution"].path is None
-    assert "token auction" in outputs["utility_vs_contribution"].skipped
-    text = build_report(run).read_text()
-    assert "not drawn" in text and "token auction" in text
+def test_token_auction_skips_what_does_not_apply(mixed_run):
+    data = load_run(mixed_run)
+    assert data.variants == ("mosaic", "token_auction")
+    assert offset_modes(data) == {"mosaic": "with offset", "token_auction": "n/a"}
+    headline = headline_table(data).set_index(["variant", "metric"])
+    assert np.isnan(headline.loc[("token_auction", "pearson_r"), "estimate"])
+    assert np.isfinite(headline.loc[("token_auction", "revenue"), "estimate"])
+    assert np.isfinite(headline.loc[("mosaic", "pearson_r"), "estimate"])
+    outputs = {o.name: o for o in build_figures(data, mixed_run / "figures")}
+    scatter = outputs["utility_vs_contribution"]
+    assert scatter.path is not None and "token_auction" in scatter.skipped
+    text = build_report(mixed_run).read_text()
+    assert "token auction" in text and "shown as n/a" in text
 
 
-def test_print_summary_lists_every_variant(fixture_run):
+def test_print_summary_lists_every_variant(sweep_run):
     console = Console(record=True, width=160)
-    print_summary(fixture_run, console=console)
+    print_summary(sweep_run, console=console)
     text = console.export_text()
     assert "offset" in text and "no_offset" in text and "revenue / round" in text
+    assert "t-interval over 3 seeds" in text
 
 
-def test_load_run_names_what_is_missing(tmp_path, fixture_run):
+def test_load_run_names_what_is_missing(tmp_path, sweep_run):
     with pytest.raises(FileNotFoundError, match="run_dir"):
         load_run(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
@@ -380,10 +240,7 @@ def test_load_run_names_what_is_missing(tmp_path, fixture_run):
         load_run(tmp_path / "empty")
     broken = tmp_path / "broken"
     broken.mkdir()
-    for name in ("rounds", "advertisers"):
-        frame = _read(fixture_run, name)
-        frame.drop(columns=["revenue"] if name == "rounds" else []).to_parquet(
-            broken / f"{name}.parquet"
-        )
+    _read(sweep_run, "rounds").drop(columns=["revenue"]).to_parquet(broken / "rounds.parquet")
+    _read(sweep_run, "advertisers").to_parquet(broken / "advertisers.parquet")
     with pytest.raises(RunDataError, match="revenue"):
         load_run(broken)

@@ -218,6 +218,20 @@ def test_linear_critical_bid_in_closed_form():
     assert result.payments[0] == pytest.approx(1.0, abs=1e-12)
 
 
+def test_loglinear_veto_makes_q_jump_at_zero_and_the_payment_sees_it():
+    # Bid 0 draws token 2 from the reference (cdf .2 .4 .7 1 at u = .5). Any positive bid vetoes
+    # token 3, which p_i rules out, and small bids then draw token 1; token 2 returns once
+    # 2·0.2^(1-λ)·0.1^λ <= 0.3^(1-λ)·0.8^λ, λ = b/(b + 1). The bid pays that boundary, not 0.
+    dists, reference = np.array([[0.1, 0.1, 0.8, 0.0]]), np.array([0.2, 0.2, 0.3, 0.3])
+    result = token_step(
+        dists, np.array([10.0]), 0.5, rule="loglinear", reference=reference, reference_weight=1.0
+    )
+    lam = np.log(0.3 / 0.4) / np.log(0.5 / (8.0 / 3.0))
+    assert result.token == 2
+    assert stable_sample(aggregate(dists, np.array([0.0]), "loglinear", reference, 1.0), 0.5) == 2
+    assert result.payments[0] == pytest.approx(lam / (1.0 - lam), abs=2 * BID_TOLERANCE)
+
+
 def test_no_competition_means_no_payment():
     dists = np.array([[0.1, 0.9], [0.1, 0.9]])
     alone = token_step(dists[:1], np.array([2.0]), 0.3, rule="loglinear")

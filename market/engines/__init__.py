@@ -1,0 +1,141 @@
+"""LLM engines behind one protocol, built from a ``{type, kwargs}`` block.
+
+    from market.engines import create_engine
+    engine = create_engine({"type": "hf"})                      # embedded SmolLM2-135M-Instruct
+    engine = create_engine({"type": "synthetic", "kwargs": {...}}, catalog=catalog)
+    engine = create_engine(scenario.engine, cache=True)         # SQLite call cache
+
+Engine classes are imported only when built, so importing this package never imports torch: the
+synthetic engine and the mechanisms work without paying for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from market.engines.base import (
+    Candidate,
+    Catalog,
+    Engine,
+    EngineError,
+    EngineInfo,
+    Prompt,
+    SamplingParams,
+)
+
+__all__ = [
+    "ENGINES",
+    "Candidate",
+    "Catalog",
+    "Engine",
+    "EngineError",
+    "EngineInfo",
+    "Prompt",
+    "SamplingParams",
+    "create_engine",
+]
+
+
+def _hf() -> type:
+    from market.engines.hf import HFEngine
+
+    return HFEngine
+
+
+def _synthetic() -> type:
+    from market.engines.synthetic import SyntheticEngine
+
+    return SyntheticEngine
+
+
+def _vllm() -> type:
+    from market.engines.vllm import VLLMEngine
+
+    return VLLMEngine
+
+
+# Engine type -> a function returning the engine class (imported on first use).
+ENGINES: dict[str, Callable[[], type]] = {"hf": _hf, "synthetic": _synthetic, "vllm": _vllm}
+
+
+def _read_spec(spec) -> tuple[str, dict]:
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - {"type", "kwargs"})
+        if unknown:
+            raise EngineError(
+                f"engine spec has unknown field(s) {unknown}: it takes only 'type' and 'kwargs'"
+            )
+        engine_type, kwargs = spec.get("type"), spec.get("kwargs")
+    elif hasattr(spec, "type"):
+        engine_type, kwargs = spec.type, getattr(spec, "kwargs", None)
+    else:
+        raise EngineError(
+            f"engine spec must be a mapping {{type, kwargs}} or an object with .type and .kwargs, "
+            f"got {type(spec).__name__}"
+        )
+    if not isinstance(engine_type, str) or not engine_type:
+        raise EngineError(
+            f"engine spec needs a 'type' naming the engine, one of {sorted(ENGINES)}; "
+            f"got {engine_type!r}"
+        )
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, Mapping):
+        raise EngineError(
+            f"engine spec 'kwargs' must be a mapping of keyword arguments, got {type(kwargs).__name__}"
+        )
+    return engine_type, dict(kwargs)
+
+
+def create_engine(
+    spec, *, catalog: Catalog | None = None, cache: bool | str | os.PathLike = False
+) -> Engine:
+    """Build the engine a spec names.
+
+    ``spec``: ``{"type": ..., "kwargs": {...}}`` or any object with ``.type`` / ``.kwargs``;
+    ``catalog``: given to engines that take one (synthetic), ignored by real LLMs;
+    ``cache``: False, True (the SQLite call cache in ``$ADMARKET_CACHE``, default the user's cache
+    folder) or a folder for the cache file.
+    """
+    engine_type, kwargs = _read_spec(spec)
+    if not isinstance(cache, (bool, str, os.PathLike)) and cache is not None:
+        raise EngineError(
+            f"cache must be False, True or a folder path, got {type(cache).__name__} {cache!r}"
+        )
+    if engine_type not in ENGINES:
+        raise EngineError(
+            f"unknown engine type {engine_type!r}: known types are {', '.join(sorted(ENGINES))}"
+        )
+    engine_class = ENGINES[engine_type]()
+    parameters = inspect.signature(engine_class).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    accepted = sorted(
+        name
+        for name, p in parameters.items()
+        if name != "catalog"
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+    if "catalog" in kwargs:
+        raise EngineError(
+            f"engine {engine_type!r}: pass the catalog as create_engine(..., catalog=...), "
+            "not in kwargs"
+        )
+    if not takes_any:
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise EngineError(
+                f"engine {engine_type!r} has no kwarg {unknown[0]!r}: it accepts "
+                f"{', '.join(accepted) or 'no kwargs'} (known engine types: "
+                f"{', '.join(sorted(ENGINES))})"
+            )
+    if catalog is not None and ("catalog" in parameters or takes_any):
+        kwargs["catalog"] = catalog
+    engine = engine_class(**kwargs)
+    if cache is False or cache is None:
+        return engine
+    from market.engines.cache import CachedEngine, cache_root
+
+    return CachedEngine(engine, cache_root() if cache is True else Path(cache))

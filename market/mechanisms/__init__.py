@@ -62,11 +62,15 @@ class MosaicMechanism:
         if not isinstance(self.offset, (bool, np.bool_)):
             raise ValueError(f"mosaic offset must be true or false, got {self.offset!r}")
         if self.generator not in GENERATORS:
-            raise ValueError(f"mosaic generator must be one of {GENERATORS}, got {self.generator!r}")
+            raise ValueError(
+                f"mosaic generator must be one of {GENERATORS}, got {self.generator!r}"
+            )
         if not _is_int(self.candidates) or self.candidates < 1:
             raise ValueError(f"mosaic candidates must be an integer >= 1, got {self.candidates!r}")
 
-    def outcome(self, rewards: np.ndarray, log_ref: np.ndarray, log_gen: np.ndarray) -> MosaicOutcome:
+    def outcome(
+        self, rewards: np.ndarray, log_ref: np.ndarray, log_gen: np.ndarray
+    ) -> MosaicOutcome:
         """Allocation, payments and utilities for one candidate set (see ``mosaic_outcome``)."""
         return mosaic_outcome(rewards, log_ref, log_gen, tau=self.tau, offset=bool(self.offset))
 
@@ -99,7 +103,8 @@ class TokenAuctionMechanism:
     def step(
         self, dists: np.ndarray, bids: np.ndarray, u: float, reference: np.ndarray | None = None
     ) -> TokenStep:
-        """One token: aggregate ``dists`` (n, V) probabilities, draw with ``u``, charge critical bids."""
+        """One token: aggregate ``dists`` ((n, V) probabilities), draw with ``u``, charge critical
+        bids (see ``token_step``)."""
         return token_step(
             dists,
             bids,

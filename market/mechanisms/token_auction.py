@@ -1,4 +1,4 @@
-"""The token auction of Duetting et al. (2023): per-token aggregation, stable sampling, critical bids.
+"""Token auction (Duetting et al. 2023): per-token aggregation, stable sampling, critical bids.
 
 At each position every advertiser i reports her LLM's next-token distribution p_i over the
 vocabulary (a row of ``dists``: probabilities, shape (n, V), each row summing to 1) and a scalar
@@ -24,7 +24,9 @@ bids drawing a given token is an interval and c_i is its left end, solved in clo
 Log-linear rule: q_λ ∝ p_i^λ · m^{1−λ} with λ = b/(b + W_{-i}) and m the others' geometric mixture;
 that set need not be an interval, so c_i is found by scanning a grid of ``SCAN_POINTS`` bids down
 from b_i and bisecting (to ``BID_TOLERANCE``) the first cell whose lower end draws another token.
-An excursion to another token and back inside one grid cell is below that resolution.
+An excursion to another token and back inside one grid cell is below that resolution. q jumps at
+b_i = 0 (a zero bid vetoes nothing, any positive bid vetoes the tokens p_i rules out), so the
+scan starts just right of 0: what bid 0 itself draws never lowers the infimum.
 
 Monotonicity (what raising b_i does, everything else fixed):
 - linear: q − p_i = W_{-i}/(b_i + W_{-i}) · (m − p_i) with m = S/W_{-i}, so q moves along the
@@ -55,8 +57,8 @@ __all__ = [
 RULES = ("linear", "loglinear")
 BID_TOLERANCE = 1e-9
 SCAN_POINTS = 32
+_RIGHT_OF_ZERO = 1e-12
 _ROW_SUM_TOLERANCE = 1e-3
-_Q_SUM_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,16 +128,17 @@ def aggregate(
 def stable_sample(q: np.ndarray, u: float) -> int:
     """Inverse-CDF draw over the fixed token order: the smallest k with cumsum(q)[k] > u.
 
-    ``q`` (V,) is a probability vector (sum 1 ± 1e-6), ``u`` ∈ [0, 1) the position's shared
-    uniform. A token with q = 0 is never drawn.
+    ``q`` (V,) is a probability vector (sum 1 ± 1e-3, e.g. np.exp of float32 log-probs; the
+    comparison is with u·Σq), ``u`` ∈ [0, 1) the position's shared uniform. A token with q = 0
+    is never drawn.
     """
     q = _as_float_array(q, "q")
     if q.ndim != 1 or q.shape[0] == 0:
         raise ValueError(f"q must be a non-empty 1-D probability vector, got shape {q.shape}")
     if not np.all(np.isfinite(q)) or np.any(q < 0):
         raise ValueError("q must contain finite, non-negative probabilities")
-    if abs(q.sum() - 1.0) > _Q_SUM_TOLERANCE:
-        raise ValueError(f"q must sum to 1 (within {_Q_SUM_TOLERANCE}), got sum {q.sum()!r}")
+    if abs(q.sum() - 1.0) > _ROW_SUM_TOLERANCE:
+        raise ValueError(f"q must sum to 1 (within {_ROW_SUM_TOLERANCE}), got sum {q.sum()!r}")
     return int(_inverse_cdf(q[None], _check_uniform(u))[0])
 
 
@@ -148,7 +151,7 @@ def critical_bids(
     reference: np.ndarray | None = None,
     reference_weight: float = 0.0,
 ) -> np.ndarray:
-    """Each advertiser's critical bid (n,) for the token drawn with uniform ``u``; see module doc."""
+    """Each advertiser's critical bid (n,) for the token drawn with uniform ``u`` (module doc)."""
     return token_step(
         dists, bids, u, rule=rule, reference=reference, reference_weight=reference_weight
     ).payments
@@ -223,7 +226,9 @@ def _linear_critical_bid(
 
 def _scanned_critical_bid(market: _Market, i: int, token: int, u: float, bid: float) -> float:
     grid = np.linspace(0.0, bid, SCAN_POINTS + 1)
-    grid[-1] = bid
+    # A positive bid vetoes the tokens p_i rules out, a zero bid does not: q jumps at 0, and only
+    # the limit from the right matters for the infimum.
+    grid[0], grid[-1] = bid * _RIGHT_OF_ZERO, bid
     same = _draws(market, i, grid, u) == token
     if np.all(same):
         return 0.0

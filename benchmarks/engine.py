@@ -1,0 +1,215 @@
+"""Engine throughput on one MOSAIC round: the batched engine against the naive way, same run.
+
+A round, as the auction makes it: M candidates sampled from the context-aware generator, then the
+log-probability of every candidate under the reference, each advertiser and the generator prompt.
+
+- engine: one ``generate`` of M sequences and one ``score`` of M replies × 5 prompts;
+- naive: M ``generate`` calls of one sequence each and one forward pass per prompt–reply pair.
+
+Run with ``python -m benchmarks.engine`` (flags: --candidates, --tokens, --repeats, --skip-naive,
+--threads). Prints wall and CPU seconds, the speed-up, tokens per second and peak resident memory;
+also rounds per second of the synthetic engine when it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from market.engines import Catalog, Prompt, SamplingParams, create_engine
+from market.prompts import Brand, advertiser_prompt, context_prompt, reference_prompt
+
+QUERY = "What is the best way to learn to play the guitar as an adult beginner?"
+BRANDS = (
+    Brand("MusicMastery", "selling online guitar lessons with personal teachers"),
+    Brand("StringHouse", "selling acoustic and electric guitars for beginners"),
+    Brand("TuneUp", "selling a tuner and chord-practice app"),
+)
+TARGET_SPEEDUP = 3.0
+TARGET_RSS_GIB = 3.0
+
+
+@dataclass(frozen=True)
+class RoundTiming:
+    """Seconds (median over repeats) and token counts of one round done one way."""
+
+    label: str
+    generate_s: float
+    score_s: float
+    cpu_s: float
+    generated_tokens: int
+    scored_tokens: int
+
+    @property
+    def round_s(self) -> float:
+        return self.generate_s + self.score_s
+
+
+@dataclass(frozen=True)
+class RoundPrompts:
+    generator: Prompt
+    scorers: tuple[Prompt, ...]  # reference, each advertiser, generator
+
+
+def round_prompts(query: str = QUERY, brands: tuple[Brand, ...] = BRANDS) -> RoundPrompts:
+    generator = context_prompt(query, list(brands))
+    scorers = (reference_prompt(query), *(advertiser_prompt(query, b) for b in brands), generator)
+    return RoundPrompts(generator=generator, scorers=scorers)
+
+
+def _timed(action: Callable[[], object]) -> tuple[object, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = action()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _median_timing(label: str, runs: list[tuple[float, float, float, int, int]]) -> RoundTiming:
+    return RoundTiming(
+        label=label,
+        generate_s=statistics.median(r[0] for r in runs),
+        score_s=statistics.median(r[1] for r in runs),
+        cpu_s=statistics.median(r[2] for r in runs),
+        generated_tokens=runs[0][3],
+        scored_tokens=runs[0][4],
+    )
+
+
+def time_engine_round(engine, prompts: RoundPrompts, m: int, params: SamplingParams, seeds) -> RoundTiming:
+    """The engine's round: one batched generate, one batched score."""
+    runs = []
+    for seed in seeds:
+        generated, gen_s, gen_cpu = _timed(
+            lambda seed=seed: engine.generate([prompts.generator], m, params, seed)[0]
+        )
+        _, score_s, score_cpu = _timed(lambda g=generated: engine.score(prompts.scorers, g))
+        tokens = sum(len(c.token_ids) for c in generated)
+        runs.append((gen_s, score_s, gen_cpu + score_cpu, tokens, tokens * len(prompts.scorers)))
+    return _median_timing("engine (batched)", runs)
+
+
+def naive_pair_logprob(engine, prompt: Prompt, reply_ids: tuple[int, ...]) -> float:
+    """log π(reply | prompt) from one full forward pass of prompt + reply, no cache, no batching."""
+    import torch
+
+    prompt_ids = engine.prompt_token_ids(prompt)
+    ids = torch.tensor([prompt_ids + reply_ids], device=engine.device)
+    with torch.inference_mode():
+        logits = engine.model(input_ids=ids).logits[0].float()
+    logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+    targets = torch.tensor(reply_ids, device=engine.device)
+    return float(logprobs.gather(1, targets[:, None]).double().sum())
+
+
+def time_naive_round(engine, prompts: RoundPrompts, m: int, params: SamplingParams, seeds) -> RoundTiming:
+    """The naive round: one sequence per generate call, one prompt–reply pair per forward pass."""
+    runs = []
+    for seed in seeds:
+        generated, gen_s, gen_cpu = _timed(
+            lambda seed=seed: [
+                engine.generate([prompts.generator], 1, params, seed * 1000 + k)[0][0]
+                for k in range(m)
+            ]
+        )
+        _, score_s, score_cpu = _timed(
+            lambda g=generated: [
+                naive_pair_logprob(engine, p, c.token_ids) for p in prompts.scorers for c in g
+            ]
+        )
+        tokens = sum(len(c.token_ids) for c in generated)
+        runs.append((gen_s, score_s, gen_cpu + score_cpu, tokens, tokens * len(prompts.scorers)))
+    return _median_timing("naive (one at a time)", runs)
+
+
+def time_synthetic(prompts: RoundPrompts, m: int, params: SamplingParams, rounds: int) -> str:
+    """Rounds per second of the synthetic engine on the same shapes, or why it was skipped."""
+    if importlib.util.find_spec("market.engines.synthetic") is None:
+        return "skipped: market.engines.synthetic is not installed"
+    catalog = Catalog(
+        brand_topics={b.name: ("music",) for b in BRANDS}, query_topics={QUERY: "music"}
+    )
+    try:
+        engine = create_engine({"type": "synthetic"}, catalog=catalog)
+        start = time.perf_counter()
+        for seed in range(rounds):
+            generated = engine.generate([prompts.generator], m, params, seed)[0]
+            engine.score(prompts.scorers, generated)
+        elapsed = time.perf_counter() - start
+    except Exception as exc:  # a benchmark reports a broken engine instead of stopping
+        return f"failed: {type(exc).__name__}: {exc}"
+    return f"{rounds / elapsed:,.1f} rounds/s ({rounds} rounds in {elapsed:.2f} s)"
+
+
+def peak_rss_gib() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / (1024**3 if sys.platform == "darwin" else 1024**2)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.split("\n")[0])
+    parser.add_argument("--candidates", type=int, default=8, help="candidates M per round (8)")
+    parser.add_argument("--tokens", type=int, default=48, help="max new tokens per reply (48)")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds timed per path (2)")
+    parser.add_argument("--skip-naive", action="store_true", help="time the engine only")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    for name in ("candidates", "tokens", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None, *, engine=None) -> int:
+    """Run the benchmark; ``engine`` reuses an already loaded hf engine (tests do)."""
+    args = _parse(argv)
+    console = Console(width=110)
+    if engine is None:
+        kwargs = {} if args.threads is None else {"threads": args.threads}
+        engine, load_s, _ = _timed(lambda: create_engine({"type": "hf", "kwargs": kwargs}))
+        console.print(f"loaded {engine.info.model} on {engine.info.device} in {load_s:.1f} s")
+    prompts = round_prompts()
+    params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=args.tokens)
+    engine.generate([prompts.generator], 2, SamplingParams(max_new_tokens=2), seed=0)  # warm-up
+    seeds = range(1, args.repeats + 1)
+    timings = [time_engine_round(engine, prompts, args.candidates, params, seeds)]
+    if not args.skip_naive:
+        timings.append(time_naive_round(engine, prompts, args.candidates, params, seeds))
+
+    table = Table(
+        title=f"One round: M={args.candidates} candidates, ≤{args.tokens} tokens, "
+        f"{len(prompts.scorers)} scoring prompts (median of {args.repeats})"
+    )
+    for column in ("path", "generate s", "score s", "round s", "CPU s", "gen tok/s", "score tok/s"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for t in timings:
+        table.add_row(
+            t.label, f"{t.generate_s:.2f}", f"{t.score_s:.2f}", f"{t.round_s:.2f}",
+            f"{t.cpu_s:.2f}", f"{t.generated_tokens / t.generate_s:,.0f}",
+            f"{t.scored_tokens / t.score_s:,.0f}",
+        )
+    console.print(table)
+    if len(timings) == 2:
+        wall_ratio = timings[1].round_s / timings[0].round_s
+        cpu_ratio = timings[1].cpu_s / timings[0].cpu_s
+        verdict = "met" if wall_ratio >= TARGET_SPEEDUP else "NOT met"
+        console.print(
+            f"speed-up: {wall_ratio:.2f}× wall, {cpu_ratio:.2f}× CPU "
+            f"(target ≥ {TARGET_SPEEDUP:.0f}× wall: {verdict})"
+        )
+    rss = peak_rss_gib()
+    verdict = "met" if rss < TARGET_RSS_GIB else "NOT met"
+    console.print(f"peak RSS: {rss:.2f} GiB (target < {TARGET_RSS_GIB:.0f} GiB: {verdict})")
+    console.print(f"synthetic engine: {time_synthetic(prompts, args.candidates, params, rounds=50)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

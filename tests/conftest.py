@@ -1,0 +1,17 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def hf_engine():
+    """The embedded SmolLM2-135M-Instruct on CPU, loaded once per test session.
+
+    Tests that use it are marked ``slow``. They may read its state but must restore whatever they
+    change (e.g. ``max_batch_tokens``).
+    """
+    from market.engines import create_engine
+
+    return create_engine({"type": "hf", "kwargs": {"device": "cpu"}})
