@@ -17,6 +17,24 @@ from agents.strategies import ReportStrategy
 from market.prompts import Brand
 
 
+class _Prefix(Sequence[RoundRecord]):
+    """The first ``length`` records of a history, read without copying the list."""
+
+    def __init__(self, records: list[RoundRecord], length: int) -> None:
+        self._records = records
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._records[i] for i in range(*index.indices(self._length))]
+        if not -self._length <= index < self._length:
+            raise IndexError(f"history index {index} out of range for {self._length} records")
+        return self._records[index % self._length]
+
+
 class AdvertiserAgent(mesa.Agent):
     """One advertiser: a brand with a value scale v_i, an entry policy and a report strategy.
 
@@ -57,12 +75,12 @@ class AdvertiserAgent(mesa.Agent):
     def brand(self) -> Brand:
         return Brand(self.name, self.description)
 
-    def neighbor_histories(self, rounds: int | None = None) -> dict[str, list[RoundRecord]]:
-        """The histories she observes (read-only views of the live lists), or their first
-        ``rounds`` records when given."""
+    def neighbor_histories(self, rounds: int | None = None) -> dict[str, Sequence[RoundRecord]]:
+        """The histories she observes (the live lists, read only), or their first ``rounds``
+        records when given."""
         if rounds is None:
             return {n.name: n.history for n in self.neighbors}
-        return {n.name: n.history[:rounds] for n in self.neighbors}
+        return {n.name: _Prefix(n.history, rounds) for n in self.neighbors}
 
     def decide_entry(self) -> bool:
         """Ask her policy whether to enter this round; the answer is kept in ``entering``."""
@@ -75,7 +93,9 @@ class AdvertiserAgent(mesa.Agent):
         Used when resuming a run: it advances the policy's random stream and any state it keeps
         exactly as the original run did, and returns the decision to check against the record.
         """
-        return bool(self.policy.decide(self.history[:rounds], self.neighbor_histories(rounds)))
+        return bool(
+            self.policy.decide(_Prefix(self.history, rounds), self.neighbor_histories(rounds))
+        )
 
     def record(self, record: RoundRecord) -> None:
         """Append the outcome of the round that just ended to her history."""

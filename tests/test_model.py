@@ -267,3 +267,14 @@ def test_bad_settings_name_the_field(engine):
     bad = scenario().model_copy(update={"seed": -1})
     with pytest.raises(ValueError, match="seed"):
         MarketModel(bad, engine)
+
+
+def test_replayed_histories_read_like_list_prefixes():
+    from agents.advertiser import _Prefix
+
+    records = list(range(10))
+    prefix = _Prefix(records, 6)
+    assert len(prefix) == 6 and list(prefix) == records[:6]
+    assert prefix[-2:] == [4, 5] and prefix[3:] == [3, 4, 5] and prefix[-1] == 5
+    with pytest.raises(IndexError):
+        prefix[6]

