@@ -83,7 +83,9 @@ def _median_timing(label: str, runs: list[tuple[float, float, float, int, int]])
     )
 
 
-def time_engine_round(engine, prompts: RoundPrompts, m: int, params: SamplingParams, seeds) -> RoundTiming:
+def time_engine_round(
+    engine, prompts: RoundPrompts, m: int, params: SamplingParams, seeds
+) -> RoundTiming:
     """The engine's round: one batched generate, one batched score."""
     runs = []
     for seed in seeds:
@@ -109,7 +111,9 @@ def naive_pair_logprob(engine, prompt: Prompt, reply_ids: tuple[int, ...]) -> fl
     return float(logprobs.gather(1, targets[:, None]).double().sum())
 
 
-def time_naive_round(engine, prompts: RoundPrompts, m: int, params: SamplingParams, seeds) -> RoundTiming:
+def time_naive_round(
+    engine, prompts: RoundPrompts, m: int, params: SamplingParams, seeds
+) -> RoundTiming:
     """The naive round: one sequence per generate call, one prompt–reply pair per forward pass."""
     runs = []
     for seed in seeds:
@@ -154,7 +158,9 @@ def peak_rss_gib() -> float:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.engine", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--candidates", type=int, default=8, help="candidates M per round (8)")
     parser.add_argument("--tokens", type=int, default=48, help="max new tokens per reply (48)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds timed per path (2)")
@@ -191,8 +197,12 @@ def main(argv: list[str] | None = None, *, engine=None) -> int:
         table.add_column(column, justify="left" if column == "path" else "right")
     for t in timings:
         table.add_row(
-            t.label, f"{t.generate_s:.2f}", f"{t.score_s:.2f}", f"{t.round_s:.2f}",
-            f"{t.cpu_s:.2f}", f"{t.generated_tokens / t.generate_s:,.0f}",
+            t.label,
+            f"{t.generate_s:.2f}",
+            f"{t.score_s:.2f}",
+            f"{t.round_s:.2f}",
+            f"{t.cpu_s:.2f}",
+            f"{t.generated_tokens / t.generate_s:,.0f}",
             f"{t.scored_tokens / t.score_s:,.0f}",
         )
     console.print(table)
@@ -207,7 +217,9 @@ def main(argv: list[str] | None = None, *, engine=None) -> int:
     rss = peak_rss_gib()
     verdict = "met" if rss < TARGET_RSS_GIB else "NOT met"
     console.print(f"peak RSS: {rss:.2f} GiB (target < {TARGET_RSS_GIB:.0f} GiB: {verdict})")
-    console.print(f"synthetic engine: {time_synthetic(prompts, args.candidates, params, rounds=50)}")
+    console.print(
+        f"synthetic engine: {time_synthetic(prompts, args.candidates, params, rounds=50)}"
+    )
     return 0
 
 

@@ -31,8 +31,8 @@ from rich.table import Table
 from market.engines import create_engine
 from market.engines.base import Engine, EngineError, SamplingParams
 from market.prompts import Brand
+from reports.replication_figures import build_study_figures
 from reports.replication_report import (
-    build_study_figures,
     contribution_fits,
     shape_checks,
     summary_table,
@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides=args.overrides,
         )
     except (ScenarioError, ValueError) as err:
-        print(f"admarket replicate: {err}", file=sys.stderr)
+        print(f"admarket: error: {err}", file=sys.stderr)
         return 2
     console.print(
         f"replicating on {config.scenario.engine.type}: {len(config.instances)} instances × "
@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         page = run_replication(config, console)
     except EngineError as err:
-        print(f"admarket replicate: {err}", file=sys.stderr)
+        print(f"admarket: error: {err}", file=sys.stderr)
         return 2
     print_study_summary(config.out_dir, Console())
     console.print(f"report: {page}")

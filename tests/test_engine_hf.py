@@ -9,6 +9,7 @@ import torch
 from market.engines import Candidate, EngineError, Prompt, SamplingParams
 from market.engines import hf as hf_module
 from market.engines.hf import HFEngine, sample_tokens
+from market.engines.synthetic import sampler_logprobs
 from market.prompts import Brand, advertiser_prompt, context_prompt, reference_prompt
 
 QUERY = "What is a good way to start learning the guitar?"
@@ -56,7 +57,9 @@ def test_sampler_top_p_one_keeps_every_token():
 
 
 def test_missing_model_folder_names_it():
-    with pytest.raises(EngineError, match=r"model folder '/nonexistent/model-folder' does not exist"):
+    with pytest.raises(
+        EngineError, match=r"model folder '/nonexistent/model-folder' does not exist"
+    ):
         HFEngine(model="/nonexistent/model-folder", device="cpu")
 
 
@@ -124,7 +127,8 @@ def test_same_seed_same_candidates(hf_engine):
 
 
 def _slow_logprobs(engine: HFEngine, prompt: Prompt, reply: tuple[int, ...], params):
-    """(proposal, model) log-probs of reply, one full forward per token, sampler redone in numpy."""
+    """(proposal, model) log-probs of reply: one full forward per token, no KV cache, and the
+    sampler's distribution rebuilt in numpy by the synthetic engine's ``sampler_logprobs``."""
     prompt_ids = list(engine.prompt_token_ids(prompt))
     proposal = model = 0.0
     for t, token in enumerate(reply):
@@ -132,13 +136,9 @@ def _slow_logprobs(engine: HFEngine, prompt: Prompt, reply: tuple[int, ...], par
         with torch.inference_mode():
             logits = engine.model(input_ids=ids).logits[0, -1].double().numpy()
         untempered = logits - np.logaddexp.reduce(logits)
-        tempered = logits / params.temperature
-        tempered = tempered - np.logaddexp.reduce(tempered)
-        order = np.argsort(-tempered, kind="stable")
-        probs = np.exp(tempered[order])
-        kept = order[(np.cumsum(probs) - probs) < params.top_p]
-        assert token in kept, f"reply token {token} at step {t} lies outside the top-p set"
-        proposal += tempered[token] - np.logaddexp.reduce(tempered[kept])
+        sampler = sampler_logprobs(untempered, params.temperature, params.top_p)
+        assert np.isfinite(sampler[token]), f"token {token} at step {t} is outside the top-p set"
+        proposal += sampler[token]
         model += untempered[token]
     return proposal, model
 
@@ -158,7 +158,7 @@ def test_proposal_logprob_is_exact_for_the_sampler_used(hf_engine):
 def test_model_logprob_is_the_score_under_its_own_prompt(hf_engine):
     candidates = hf_engine.generate([REFERENCE, CONTEXT], 2, SHORT, seed=3)
     hf_engine.clear_generation_memo()  # force the forward pass instead of the generation memo
-    for prompt, row in zip([REFERENCE, CONTEXT], candidates):
+    for prompt, row in zip([REFERENCE, CONTEXT], candidates, strict=True):
         scores = hf_engine.score([prompt], row)[0]
         np.testing.assert_allclose(scores, [c.model_logprob for c in row], rtol=1e-4, atol=1e-4)
 
@@ -203,7 +203,9 @@ def test_eos_ends_the_reply_and_counts_in_its_logprobs(hf_engine):
     without = Candidate("", reply.token_ids[:-1], 0.0, 0.0)
     eos_step = hf_engine.next_token_logprobs([ONE_WORD], [reply.token_ids[:-1]])[0, eos]
     assert with_eos == pytest.approx(reply.model_logprob, rel=1e-4)
-    assert with_eos == pytest.approx(hf_engine.score([ONE_WORD], [without])[0, 0] + eos_step, rel=1e-4)
+    assert with_eos == pytest.approx(
+        hf_engine.score([ONE_WORD], [without])[0, 0] + eos_step, rel=1e-4
+    )
 
 
 @pytest.mark.slow
@@ -228,3 +230,16 @@ def test_benchmark_prints_a_speed_up_ratio(hf_engine, capsys):
     printed = capsys.readouterr().out
     assert "speed-up:" in printed and "× wall" in printed
     assert "peak RSS:" in printed
+
+
+def test_sampler_top_k_shortcut_matches_the_full_sort(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn((16, 4000), generator=generator) * 4
+    logits[3, :6] = 9.0  # a tie at the top: ties go by token id
+    uniforms = torch.rand(16, generator=generator, dtype=torch.float64)
+    params = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=1)
+    fast = sample_tokens(logits, params, uniforms)
+    monkeypatch.setattr(hf_module, "_TOP_K_FIRST", 4000)  # no shortcut: one full sort
+    full = sample_tokens(logits, params, uniforms)
+    for a, b in zip(fast, full, strict=True):
+        assert torch.equal(a, b)

@@ -111,7 +111,10 @@ def _candidates_to_json(result: list[list[Candidate]]) -> bytes:
 
 def _candidates_from_json(blob: bytes) -> list[list[Candidate]]:
     return [
-        [Candidate(text, tuple(ids), float(proposal), float(model)) for text, ids, proposal, model in row]
+        [
+            Candidate(text, tuple(ids), float(proposal), float(model))
+            for text, ids, proposal, model in row
+        ]
         for row in json.loads(blob.decode("utf-8"))
     ]
 
@@ -249,9 +252,15 @@ class CachedEngine:
                 f"and {len(prefixes)} prefixes"
             )
         keys = [
-            _digest({"call": "next_token", "engine": self._identity, "prompt": _prompt_key(p),
-                     "prefix": prefix})
-            for p, prefix in zip(prompts, prefixes)
+            _digest(
+                {
+                    "call": "next_token",
+                    "engine": self._identity,
+                    "prompt": _prompt_key(p),
+                    "prefix": prefix,
+                }
+            )
+            for p, prefix in zip(prompts, prefixes, strict=True)
         ]
         found = self._read("SELECT key, dtype, value FROM next_token WHERE key IN ({})", keys)
         if found is None:
@@ -288,8 +297,12 @@ class CachedEngine:
 
     def _score_key(self, prompt: Prompt, reply: Candidate | str) -> bytes:
         return _digest(
-            {"call": "score", "engine": self._identity, "prompt": _prompt_key(prompt),
-             "reply": _reply_key(reply)}
+            {
+                "call": "score",
+                "engine": self._identity,
+                "prompt": _prompt_key(prompt),
+                "reply": _reply_key(reply),
+            }
         )
 
     def _remember_own_scores(self, prompts: list[Prompt], result: list[list[Candidate]]) -> None:
@@ -297,7 +310,7 @@ class CachedEngine:
             "INSERT OR IGNORE INTO scores (key, value) VALUES (?, ?)",
             [
                 (self._score_key(prompt, c), _pack_float(c.model_logprob))
-                for prompt, candidates in zip(prompts, result)
+                for prompt, candidates in zip(prompts, result, strict=True)
                 for c in candidates
             ],
         )

@@ -180,7 +180,9 @@ def _load_model(model: str | os.PathLike | None, dtype: torch.dtype, local_files
 
 def _resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     if not isinstance(device, str):
-        raise EngineError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise EngineError(
+            f"device must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}"
+        )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -194,7 +196,9 @@ def _resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]
     if dtype == "auto":
         return resolved, torch.bfloat16 if resolved.type == "cuda" else torch.float32
     if dtype not in _DTYPES:
-        raise EngineError(f"dtype={dtype!r} is not supported: use 'auto' or one of {sorted(_DTYPES)}")
+        raise EngineError(
+            f"dtype={dtype!r} is not supported: use 'auto' or one of {sorted(_DTYPES)}"
+        )
     return resolved, _DTYPES[dtype]
 
 
@@ -234,13 +238,17 @@ def check_replies(replies: Sequence[Candidate | str]) -> list[Candidate | str]:
     replies = list(replies)
     for k, reply in enumerate(replies):
         if not isinstance(reply, (Candidate, str)):
-            raise EngineError(f"replies[{k}] must be a Candidate or a str, got {type(reply).__name__}")
+            raise EngineError(
+                f"replies[{k}] must be a Candidate or a str, got {type(reply).__name__}"
+            )
     return replies
 
 
 def check_prefixes(prompts: list[Prompt], prefixes: Sequence[Sequence[int]]) -> list[list[int]]:
     if isinstance(prefixes, str) or not isinstance(prefixes, Sequence):
-        raise EngineError(f"prefixes must be a list of token-id lists, got {type(prefixes).__name__}")
+        raise EngineError(
+            f"prefixes must be a list of token-id lists, got {type(prefixes).__name__}"
+        )
     if len(prefixes) != len(prompts):
         raise EngineError(
             f"prefixes must hold one token-id prefix per prompt: got {len(prefixes)} prefixes "
@@ -277,10 +285,11 @@ def sample_tokens(
     [0, 1). The model log-prob is the untempered log_softmax(logits) of the same token.
     """
     logits = logits.to(torch.float64)
-    model_logprobs = torch.log_softmax(logits, dim=-1)
-    tempered = torch.log_softmax(logits / params.temperature, dim=-1)
-    ordered, order = torch.sort(tempered, dim=-1, descending=True, stable=True)
-    kept_count = torch.full((logits.shape[0],), logits.shape[1], device=logits.device)
+    tempered = logits / params.temperature
+    tempered_norm = torch.logsumexp(tempered, dim=-1, keepdim=True)
+    ordered, order = _top_p_order(tempered, tempered_norm, params.top_p)
+    ordered = ordered - tempered_norm  # tempered log-probs, descending
+    kept_count = torch.full((logits.shape[0],), ordered.shape[1], device=logits.device)
     if params.top_p < 1.0:
         probs = ordered.exp()
         kept = (probs.cumsum(dim=-1) - probs) < params.top_p
@@ -293,8 +302,38 @@ def sample_tokens(
     index = torch.minimum(index, (kept_count - 1)[:, None])
     tokens = order.gather(1, index)[:, 0]
     proposal = ordered.gather(1, index)[:, 0]
-    model = model_logprobs.gather(1, tokens[:, None])[:, 0]
+    model = logits.gather(1, tokens[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
     return tokens, proposal, model
+
+
+_TOP_K_FIRST = 256
+
+
+def _top_p_order(
+    tempered: torch.Tensor, norm: torch.Tensor, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tempered logits in descending order (ties by token id), enough of them to hold top-p.
+
+    A full sort of the vocabulary is slow on CPU, so the top 256 are taken first; the full sort
+    is used when they might not hold the whole top-p set, or when a tie at their edge could
+    change which tokens it holds.
+    """
+    vocab = tempered.shape[1]
+    if top_p < 1.0 and vocab > 2 * _TOP_K_FIRST:
+        values, index = torch.topk(tempered, _TOP_K_FIRST, dim=-1, sorted=True)
+        # restore the tie order of a stable descending sort: by token id among equal values
+        by_id = torch.argsort(index, dim=-1)
+        values, index = values.gather(1, by_id), index.gather(1, by_id)
+        resort = torch.sort(values, dim=-1, descending=True, stable=True).indices
+        values, index = values.gather(1, resort), index.gather(1, resort)
+        probs = (values - norm).exp()
+        mass_before = probs.cumsum(dim=-1) - probs
+        kept_last = ((mass_before < top_p).sum(dim=-1) - 1).clamp(max=_TOP_K_FIRST - 1)
+        last_kept_value = values.gather(1, kept_last[:, None])[:, 0]
+        enough = (mass_before[:, -1] >= top_p) & (values[:, -1] < last_kept_value)
+        if bool(enough.all()):
+            return values, index
+    return torch.sort(tempered, dim=-1, descending=True, stable=True)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -329,8 +368,10 @@ class HFEngine:
             if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
                 raise EngineError(f"threads must be an integer >= 1 or None, got {threads!r}")
             torch.set_num_threads(threads)
-        if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or (
-            max_batch_tokens < 1
+        if (
+            isinstance(max_batch_tokens, bool)
+            or not isinstance(max_batch_tokens, int)
+            or (max_batch_tokens < 1)
         ):
             raise EngineError(f"max_batch_tokens must be an integer >= 1, got {max_batch_tokens!r}")
         self.device, self.dtype = _resolve_device(device, dtype)
@@ -342,7 +383,9 @@ class HFEngine:
             engine="hf", model=label, device=str(self.device), dtype=str(self.dtype).split(".")[-1]
         )
         self._stop_ids = self._find_stop_ids()
-        self._pad_id = self._stop_ids[0] if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+        self._pad_id = (
+            self._stop_ids[0] if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+        )
         self._prompt_ids: OrderedDict[Prompt, tuple[int, ...]] = OrderedDict()
         self._memo: OrderedDict[tuple[Prompt, tuple[int, ...]], float] = OrderedDict()
 
@@ -385,7 +428,10 @@ class HFEngine:
         ids, mask = self._left_pad([self.prompt_token_ids(p) for p in prompts])
         positions = _positions(mask)
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
             logits_to_keep=1,
         )
         cache = out.past_key_values
@@ -407,7 +453,11 @@ class HFEngine:
             )
             alive_rows = alive.tolist()
             for row, token, lp_prop, lp_model in zip(
-                alive_rows, drawn.tolist(), drawn_proposal.tolist(), drawn_model.tolist()
+                alive_rows,
+                drawn.tolist(),
+                drawn_proposal.tolist(),
+                drawn_model.tolist(),
+                strict=True,
             ):
                 tokens[row].append(token)
                 proposal[row] += lp_prop
@@ -419,12 +469,18 @@ class HFEngine:
                 keep = torch.nonzero(going)[:, 0]
                 cache.batch_select_indices(keep)
                 alive, drawn, mask, next_position = (
-                    alive[keep], drawn[keep], mask[keep], next_position[keep]
+                    alive[keep],
+                    drawn[keep],
+                    mask[keep],
+                    next_position[keep],
                 )
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             out = self.model(
-                input_ids=drawn[:, None], attention_mask=mask, position_ids=next_position[:, None],
-                past_key_values=cache, use_cache=True,
+                input_ids=drawn[:, None],
+                attention_mask=mask,
+                position_ids=next_position[:, None],
+                past_key_values=cache,
+                use_cache=True,
             )
             logits = out.logits[:, -1]
             next_position = next_position + 1
@@ -462,7 +518,7 @@ class HFEngine:
             values = self._score_pairs(
                 [self.prompt_token_ids(p) for p in prompts], reply_ids, pairs
             )
-            for (i, j), value in zip(pairs, values):
+            for (i, j), value in zip(pairs, values, strict=True):
                 out[i, j] = value
         return out
 
@@ -472,12 +528,16 @@ class HFEngine:
     ) -> np.ndarray:
         prompts = check_prompts(prompts)
         prefixes = check_prefixes(prompts, prefixes)
-        sequences = [self.prompt_token_ids(p) + tuple(x) for p, x in zip(prompts, prefixes)]
+        sequences = [
+            self.prompt_token_ids(p) + tuple(x) for p, x in zip(prompts, prefixes, strict=True)
+        ]
         rows = []
         for chunk in self._chunk_by_tokens(range(len(sequences)), lambda k: len(sequences[k])):
             ids, mask = self._left_pad([sequences[k] for k in chunk])
             logits = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=_positions(mask),
                 logits_to_keep=1,
             ).logits[:, -1]
             rows.append(torch.log_softmax(logits.to(torch.float64), dim=-1).cpu().numpy())
@@ -547,8 +607,11 @@ class HFEngine:
             row_of = {i: row for row, i in enumerate(group)}
             ids, prompt_mask = self._left_pad([prompt_ids[i] for i in group])
             prefill = self.model(
-                input_ids=ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
-                use_cache=True, logits_to_keep=1,
+                input_ids=ids,
+                attention_mask=prompt_mask,
+                position_ids=_positions(prompt_mask),
+                use_cache=True,
+                logits_to_keep=1,
             )
             first_logprobs = torch.log_softmax(prefill.logits[:, -1].float(), dim=-1)
             prompt_lengths = prompt_mask.sum(dim=1)
@@ -562,10 +625,14 @@ class HFEngine:
                 width = max(len(reply_ids[j]) for _, j in chunk) - 1
                 if width > 0:
                     totals = totals + self._continuation_logprobs(
-                        prefill.past_key_values, rows, prompt_mask[rows], prompt_lengths[rows],
-                        [reply_ids[j] for _, j in chunk], width,
+                        prefill.past_key_values,
+                        rows,
+                        prompt_mask[rows],
+                        prompt_lengths[rows],
+                        [reply_ids[j] for _, j in chunk],
+                        width,
                     )
-                for pair, total in zip(chunk, totals.tolist()):
+                for pair, total in zip(chunk, totals.tolist(), strict=True):
                     values[pair] = total
         return [values[p] for p in pairs]
 
@@ -588,8 +655,11 @@ class HFEngine:
         mask = torch.cat([prompt_mask, valid.long()], dim=1)
         positions = prompt_lengths[:, None] + torch.arange(width, device=self.device)[None, :]
         logits = self.model(
-            input_ids=inputs, attention_mask=mask, position_ids=positions,
-            past_key_values=cache, use_cache=True,
+            input_ids=inputs,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
         ).logits.float()
         picked = logits.gather(2, targets[:, :, None])[:, :, 0] - torch.logsumexp(logits, dim=-1)
         return (picked.double() * valid).sum(dim=1)

@@ -147,13 +147,17 @@ class VLLMEngine:
                 ids = tuple(int(t) for t in completion.token_ids)
                 proposal = sum(
                     float(position[token].logprob)
-                    for token, position in zip(ids, completion.logprobs)
+                    for token, position in zip(ids, completion.logprobs, strict=True)
                 )
                 row.append((ids, proposal))
             drawn.append(row)
         replies = [[ids for ids, _ in row] for row in drawn]
         model_logprobs = self._score_pairs(
-            [(self.prompt_token_ids(p), ids) for p, row in zip(prompts, replies) for ids in row]
+            [
+                (self.prompt_token_ids(p), ids)
+                for p, row in zip(prompts, replies, strict=True)
+                for ids in row
+            ]
         )
         result, k = [], 0
         for row in drawn:
@@ -187,10 +191,12 @@ class VLLMEngine:
             max_tokens=1, temperature=1.0, top_p=1.0, prompt_logprobs=0, detokenize=False
         )
         outputs = self._run([list(pairs[k][0]) + list(pairs[k][1]) for k in todo], params)
-        for k, output in zip(todo, outputs):
+        for k, output in zip(todo, outputs, strict=True):
             prompt, reply = pairs[k]
             positions = output.prompt_logprobs[len(prompt) : len(prompt) + len(reply)]
-            values[k] = sum(float(pos[token].logprob) for token, pos in zip(reply, positions))
+            values[k] = sum(
+                float(pos[token].logprob) for token, pos in zip(reply, positions, strict=True)
+            )
         return values
 
     def next_token_logprobs(
@@ -202,7 +208,11 @@ class VLLMEngine:
             max_tokens=1, temperature=1.0, top_p=1.0, logprobs=-1, detokenize=False
         )
         outputs = self._run(
-            [self.prompt_token_ids(p) + prefix for p, prefix in zip(prompts, prefixes)], params
+            [
+                self.prompt_token_ids(p) + prefix
+                for p, prefix in zip(prompts, prefixes, strict=True)
+            ],
+            params,
         )
         out = np.full((len(prompts), self.vocab_size), -np.inf)
         for row, output in enumerate(outputs):
