@@ -76,6 +76,32 @@ def _figure(rows: int = 1, cols: int = 1, *, sharey: bool = False) -> tuple[Figu
     return fig, axes
 
 
+def _panel_grid(n: int, *, sharey: bool = False) -> tuple[Figure, list[Axes]]:
+    """n panels, at most three per row (many variants wrap instead of getting narrow)."""
+    cols = max(1, min(3, n))
+    rows = -(-n // cols)
+    fig, axes = _figure(rows, cols, sharey=sharey)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
+
+
+def _legend_outside(fig: Figure, axes, title: str) -> None:
+    """One figure legend right of the panels, with every label drawn on any of them."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        title=title,
+        fontsize="small",
+        loc="outside right center",
+    )
+
+
 def _save(fig: Figure, out_dir: Path, name: str) -> Path:
     path = out_dir / f"{name}.png"
     fig.savefig(path, dpi=DPI)
@@ -103,8 +129,8 @@ def _participation_advertisers(ctx: _Context, out_dir: Path) -> FigureOutput:
     data = ctx.data
     adv = data.advertisers[["variant", "seed", "round", "advertiser", "entered"]]
     series = round_series(adv, "entered", by=("advertiser",), window=ctx.window)
-    fig, axes = _figure(1, len(data.variants), sharey=True)
-    for ax, variant in zip(axes[0], data.variants, strict=True):
+    fig, axes = _panel_grid(len(data.variants), sharey=True)
+    for ax, variant in zip(axes, data.variants, strict=True):
         for advertiser, part in series[series["variant"] == variant].groupby(
             "advertiser", sort=False
         ):
@@ -115,11 +141,13 @@ def _participation_advertisers(ctx: _Context, out_dir: Path) -> FigureOutput:
                 linestyle=ctx.advertiser_style[advertiser],
                 label=ctx.advertiser_label[advertiser],
             )
-        ax.set(title=variant, xlabel="round", ylim=(-0.03, 1.03))
-    axes[0][0].set_ylabel("participation (share of rounds entered)")
-    axes[0][-1].legend(
-        title="advertiser", fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5)
-    )
+        ax.set(
+            title=variant,
+            xlabel="round",
+            ylabel="participation (share of rounds entered)",
+            ylim=(-0.03, 1.03),
+        )
+    _legend_outside(fig, axes, "advertiser")
     fig.suptitle(f"Participation per advertiser ({ctx.rolling})")
     return FigureOutput(
         "participation_advertisers",
@@ -250,9 +278,9 @@ def _utility_advertisers(ctx: _Context, out_dir: Path) -> FigureOutput:
     adv = data.advertisers[["variant", "seed", "round", "advertiser", "utility"]]
     cumulative = round_series(adv, "utility", by=("advertiser",), cumulative=True)
     rolling = round_series(adv, "utility", by=("advertiser",), window=ctx.window)
-    fig, axes = _figure(2, len(data.variants))
-    for col, variant in enumerate(data.variants):
-        for row, series in enumerate((cumulative, rolling)):
+    fig, axes = _figure(len(data.variants), 2)
+    for row, variant in enumerate(data.variants):
+        for col, series in enumerate((cumulative, rolling)):
             ax = axes[row][col]
             for name, part in series[series["variant"] == variant].groupby(
                 "advertiser", sort=False
@@ -266,13 +294,14 @@ def _utility_advertisers(ctx: _Context, out_dir: Path) -> FigureOutput:
                 )
             ax.axhline(0, color="grey", linewidth=0.8)
             ax.set_xlabel("round")
-        axes[0][col].set_title(f"{variant}: cumulative utility")
-        axes[1][col].set_title(f"{variant}: utility per round ({ctx.rolling})")
-    axes[0][0].set_ylabel("cumulative utility (reward units)")
-    axes[1][0].set_ylabel("utility (reward units / round)")
-    axes[0][-1].legend(
-        title="advertiser", fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5)
-    )
+        axes[row][0].set(
+            title=f"{variant}: cumulative utility", ylabel="cumulative utility (reward units)"
+        )
+        axes[row][1].set(
+            title=f"{variant}: utility per round ({ctx.rolling})",
+            ylabel="utility (reward units / round)",
+        )
+    _legend_outside(fig, list(axes.flat), "advertiser")
     fig.suptitle("Advertiser utility (0 in rounds she stays out)")
     return FigureOutput(
         "utility_advertisers",
@@ -332,8 +361,8 @@ def _utility_vs_contribution(ctx: _Context, out_dir: Path) -> FigureOutput:
     )
     if not drawable:
         return FigureOutput("utility_vs_contribution", "Utility vs contribution", "", None, reason)
-    fig, axes = _figure(1, len(drawable))
-    for ax, variant in zip(axes[0], drawable, strict=True):
+    fig, axes = _panel_grid(len(drawable))
+    for ax, variant in zip(axes, drawable, strict=True):
         part = adv[(adv["variant"] == variant) & adv["contribution"].notna()]
         fit = fits.loc[variant]
         colour = ctx.colour[variant]
@@ -354,9 +383,9 @@ def _utility_vs_contribution(ctx: _Context, out_dir: Path) -> FigureOutput:
         )
         ax.set(
             xlabel="contribution: expected reward − reward without her (reward units)",
+            ylabel="utility (reward units)",
             title=f"{variant} ({fit['offset']})",
         )
-    axes[0][0].set_ylabel("utility (reward units)")
     fig.suptitle("Utility against contribution to welfare (Sec. 5.3.2, Fig. 5/6)")
     return FigureOutput(
         "utility_vs_contribution",

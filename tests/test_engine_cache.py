@@ -217,3 +217,23 @@ def test_a_locked_cache_falls_back_to_the_engine(tmp_path, monkeypatch):
         holder.execute("ROLLBACK")
         holder.close()
     np.testing.assert_array_equal(scores, CountingEngine().score(PROMPTS, ["x", "y"]))
+
+
+@pytest.mark.slow
+def test_the_real_engine_behind_the_cache_gives_its_own_results(hf_engine, tmp_path):
+    cached = CachedEngine(hf_engine, tmp_path)
+    prompts = [Prompt("Answer briefly.", "Name a fruit."), Prompt(None, "Name a fruit.")]
+    params = SamplingParams(max_new_tokens=4)
+    generated = cached.generate(prompts[:1], 2, params, seed=3)
+    assert generated == hf_engine.generate(prompts[:1], 2, params, seed=3)
+    scores = cached.score(prompts, generated[0])
+    np.testing.assert_allclose(scores, hf_engine.score(prompts, generated[0]), rtol=1e-5)
+    assert cached.stats.score_hits == 2  # the generator's own pairs came with generation
+    rows = cached.next_token_logprobs(prompts, [[], generated[0][0].token_ids[:1]])
+    np.testing.assert_array_equal(
+        rows, hf_engine.next_token_logprobs(prompts, [[], generated[0][0].token_ids[:1]])
+    )
+    again = CachedEngine(hf_engine, tmp_path)
+    assert again.generate(prompts[:1], 2, params, seed=3) == generated
+    np.testing.assert_array_equal(again.score(prompts, generated[0]), scores)
+    assert again.stats.misses == 0

@@ -30,16 +30,13 @@ def test_sampler_draws_only_from_the_top_p_set_with_renormalised_logprobs():
     uniforms = (torch.arange(200, dtype=torch.float64) + 0.5) / 200
     tokens, proposal, model = sample_tokens(logits, params, uniforms)
 
-    tempered = torch.log_softmax(logits[0].double() / 0.5, dim=0).numpy()
-    probs = np.exp(tempered)  # already in descending order
-    kept = (np.cumsum(probs) - probs) < 0.9
-    expected = np.where(kept, tempered - np.log(probs[kept].sum()), -np.inf)
+    untempered = torch.log_softmax(logits[0].double(), dim=0).numpy()
+    expected = sampler_logprobs(untempered, params.temperature, params.top_p)
+    assert np.isinf(expected[-1])  # top-p dropped the last token
     drawn = tokens.numpy()
-    assert set(drawn) == set(np.flatnonzero(kept))
+    assert set(drawn) == set(np.flatnonzero(np.isfinite(expected)))
     np.testing.assert_allclose(proposal.numpy(), expected[drawn], rtol=1e-12)
-    np.testing.assert_allclose(
-        model.numpy(), torch.log_softmax(logits[0].double(), 0).numpy()[drawn], rtol=1e-12
-    )
+    np.testing.assert_allclose(model.numpy(), untempered[drawn], rtol=1e-12)
     # inverse CDF on an even grid of uniforms: frequencies follow the renormalised distribution
     frequencies = np.bincount(drawn, minlength=5) / len(drawn)
     np.testing.assert_allclose(frequencies, np.exp(expected), atol=1 / 200)
@@ -108,6 +105,8 @@ def test_bad_call_arguments_are_named(hf_engine):
         hf_engine.generate([REFERENCE], 1, SHORT, seed=-1)
     with pytest.raises(EngineError, match="replies\\[0\\]"):
         hf_engine.score([REFERENCE], [3])
+    with pytest.raises(EngineError, match=r"replies\[0\] holds token id 999999"):
+        hf_engine.score([REFERENCE], [Candidate("", (1, 999999), 0.0, 0.0)])
     with pytest.raises(EngineError, match="one token-id prefix per prompt"):
         hf_engine.next_token_logprobs([REFERENCE, ADVERTISER], [[1]])
 
