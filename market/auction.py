@@ -24,6 +24,7 @@ import numpy as np
 
 from market.engines.base import Candidate, Engine, Prompt, SamplingParams
 from market.mechanisms import MosaicMechanism, TokenAuctionMechanism, sample_reply, stable_sample
+from market.mechanisms.mosaic import expectation
 from market.prompts import Brand, advertiser_prompt, context_prompt, reference_prompt
 
 
@@ -153,12 +154,6 @@ def rewards_from_scores(
     return values[:, None] * diff
 
 
-def _expectation(allocation: np.ndarray, rewards: np.ndarray) -> np.ndarray:
-    """allocation · rewards[i] for every row, a never-returned candidate counting 0 (not NaN)."""
-    returned = allocation > 0
-    return np.where(returned, allocation * np.where(returned, rewards, 0.0), 0.0).sum(axis=-1)
-
-
 class _EngineClock:
     """Calls the engine and adds up the wall time spent inside it."""
 
@@ -249,7 +244,7 @@ def _run_mosaic(
     if np.array_equal(reported, true_rewards):
         expected, without = outcome.expected_rewards, outcome.expected_rewards_without
     else:  # the mechanism saw reports; what she gets is measured with her true rewards
-        expected = _expectation(outcome.allocation, true_rewards)
+        expected = expectation(outcome.allocation, true_rewards)
         without = _expected_rewards_without(mechanism, reported, true_rewards, log_ref, log_gen)
     observer_rewards = rewards_from_scores(_values(observers), scores[1 + n :], log_ref)
     return RoundOutcome(
@@ -291,7 +286,7 @@ def _expected_rewards_without(
         others = reported.copy()
         others[i] = 0.0
         allocation = mechanism.outcome(others, log_ref, log_gen).allocation
-        without[i] = _expectation(allocation, true_rewards[i])
+        without[i] = expectation(allocation, true_rewards[i])
     return without
 
 

@@ -123,6 +123,9 @@ def _looks_like_path(model: str) -> bool:
 
 def _load_pretrained(source: str, dtype: torch.dtype, local_files_only: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the run's own progress bar is the one the user reads
 
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
     model = AutoModelForCausalLM.from_pretrained(

@@ -37,9 +37,11 @@ token ``prev`` has log-probability ``log softmax(logits_t − repeat_penalty·[v
   to the content positions' logits: it mentions b, drifts towards b's own topics and, when b has
   nothing to do with the question, away from the question (shoehorning).
 - advertiser π_i (prompt "Answer the question advertising b, ..."): π_ref's logits plus the steer
-  of b with w = 1 and boost ``ad_boost``. Rewards log π_i(y|x) − log π_ref(y|x) (App. C.1) are
+  of b with w = 1 and boost ``ad_boost``, and ``rival_penalty`` off every other brand's mention (an
+  LLM told to advertise b does not promote b's competitors). Rewards log π_i(y|x) − log π_ref(y|x) (App. C.1) are
   therefore large for replies mentioning b, and slightly negative for replies that do not (the
-  normaliser grows); for an irrelevant b they are clearly negative on typical on-topic replies,
+  normaliser grows) and negative for replies naming a rival; for an irrelevant b they are clearly
+  negative on typical on-topic replies and on replies naming the relevant brands,
   which is what makes irrelevant entrants free-riders with negative contributions (App. B.4).
 - context-aware π_con (prompt listing k brands): π_ref's logits plus, for every listed brand b, the
   steer with boost ``con_boost`` and the diluted weight
@@ -303,7 +305,7 @@ class SyntheticEngine:
     perturbations), the logits ``generic_logit`` (0), ``on_topic_logit`` (2), ``off_topic_logit``
     (−3), ``brand_logit`` (−4), ``relevance_bonus`` (1.5), ``eos_logit`` (1.5), ``eos_growth`` (1),
     ``content_noise`` (0.5), ``repeat_penalty`` (3), the instructions' ``ad_boost`` (5),
-    ``con_boost`` (5.5), ``topic_pull`` (0.5), ``shoehorn`` (1.5), ``rel_floor`` (0.3),
+    ``con_boost`` (5.5), ``topic_pull`` (0.5), ``shoehorn`` (1.5), ``rival_penalty`` (3), ``rel_floor`` (0.3),
     ``dilution`` (0.25), and ``phrases_per_topic`` (3, at most 4).
     """
 
@@ -322,11 +324,12 @@ class SyntheticEngine:
         eos_growth: float = 1.0,
         content_noise: float = 0.5,
         repeat_penalty: float = 3.0,
-        ad_boost: float = 5.0,
-        con_boost: float = 5.5,
+        ad_boost: float = 4.0,
+        con_boost: float = 8.0,
         topic_pull: float = 0.5,
-        shoehorn: float = 1.5,
-        rel_floor: float = 0.3,
+        shoehorn: float = 1.0,
+        rival_penalty: float = 1.0,
+        rel_floor: float = 0.15,
         dilution: float = 0.25,
         phrases_per_topic: int = 3,
         cache_size: int = 512,
@@ -367,6 +370,7 @@ class SyntheticEngine:
             "con_boost": con_boost,
             "topic_pull": topic_pull,
             "shoehorn": shoehorn,
+            "rival_penalty": rival_penalty,
             "rel_floor": rel_floor,
             "dilution": dilution,
         }
@@ -462,6 +466,8 @@ class SyntheticEngine:
         }  # topic -> (V,) bool, that topic's content segments
         self._generic_mask = np.zeros(self.vocab_size, dtype=bool)
         self._generic_mask[: len(GENERIC_PHRASES)] = True
+        self._brand_mask = np.zeros(self.vocab_size, dtype=bool)
+        self._brand_mask[list(self._brand_id.values())] = True
         self._text_to_id = {t: i for i, t in enumerate(texts[:-1])}
 
     @staticmethod
@@ -561,18 +567,27 @@ class SyntheticEngine:
         logits.setflags(write=False)
         return self._query_logits_cache.put(query, logits)
 
-    def _steer(self, brand: str, query: str, weight: float, boost: float) -> np.ndarray:
-        """What an instruction to push ``brand`` adds to the content logits (module docstring)."""
+    def _advertiser_steer(self, brand: str, query: str, base: np.ndarray) -> np.ndarray:
+        """What "advertise ``brand``" adds to π_ref's content logits ``base`` (L, V): see the module
+        docstring. Shoehorning moves, at each position, the mass the query topic loses to the
+        brand's own topics, so generic content and EOS keep their probability."""
         p = self._p
-        delta = np.zeros(self.vocab_size)
-        delta[self._brand_id[brand]] += boost
+        delta = np.zeros_like(base)
+        delta[:, self._brand_mask] -= p["rival_penalty"]
+        delta[:, self._brand_id[brand]] = p["ad_boost"]
+        own = np.zeros(self.vocab_size, dtype=bool)
         for topic in self._brand_topics[brand]:
-            delta[self._topic_mask[topic]] += p["topic_pull"]
+            own |= self._topic_mask[topic]
+        delta[:, own] += p["topic_pull"]
         query_topic = self._query_topics.get(query)
-        if query_topic is not None:
-            away = p["shoehorn"] * (1.0 - self.relevance(brand, query))
-            delta[self._topic_mask[query_topic]] -= away
-        return weight * delta
+        if query_topic is None or self.relevance(brand, query) or not own.any():
+            return delta
+        on_query = self._topic_mask[query_topic]
+        lost = np.exp(base[:, on_query]).sum(axis=1) * -np.expm1(-p["shoehorn"])
+        gained = np.exp(base[:, own] + delta[:, own]).sum(axis=1)
+        delta[:, on_query] -= p["shoehorn"]
+        delta[:, own] += np.log1p(lost / gained)[:, None]
+        return delta
 
     def _prompt_logits(self, parsed: ParsedPrompt) -> np.ndarray:
         logits = self._query_logits(parsed.query).copy()
@@ -581,7 +596,9 @@ class SyntheticEngine:
         for name in names:
             self._check_brand(name, f"{parsed.role} prompt")
         if parsed.role == "advertiser":
-            logits[: self.max_len] += self._steer(names[0], parsed.query, 1.0, p["ad_boost"])
+            logits[: self.max_len] += self._advertiser_steer(
+                names[0], parsed.query, logits[: self.max_len]
+            )
         elif parsed.role == "context":
             _require(
                 len(set(names)) == len(names),
@@ -591,7 +608,7 @@ class SyntheticEngine:
             for name in names:
                 rel = self.relevance(name, parsed.query)
                 weight = (p["rel_floor"] + (1 - p["rel_floor"]) * rel) / k ** p["dilution"]
-                logits[: self.max_len] += self._steer(name, parsed.query, weight, p["con_boost"])
+                logits[: self.max_len, self._brand_id[name]] += weight * p["con_boost"]
         return logits
 
     def _table(self, prompt: Prompt) -> np.ndarray:

@@ -31,6 +31,7 @@ import numpy as np
 
 __all__ = [
     "MosaicOutcome",
+    "expectation",
     "logsumexp",
     "mosaic_outcome",
     "optimal_distribution",
@@ -144,7 +145,7 @@ def mosaic_outcome(
     own_logits = rewards / tau + beta
     rochet = tau * logsumexp(own_logits, axis=1)
     offsets = 0.0 - tau * logsumexp(beta, axis=1) if offset else np.zeros(rewards.shape[0])
-    expected_rewards = _expectation(allocation, rewards)
+    expected_rewards = expectation(allocation, rewards)
     payments = expected_rewards - rochet - offsets
 
     return MosaicOutcome(
@@ -267,7 +268,7 @@ def _log_importance_weight(log_ref: np.ndarray, log_gen: np.ndarray) -> np.ndarr
     return np.where(finite_ref, log_ref - np.where(finite_ref, log_gen, 0.0), -np.inf)
 
 
-def _expectation(probabilities: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+def expectation(probabilities: np.ndarray, rewards: np.ndarray) -> np.ndarray:
     """probabilities · rewards[i] for every row, counting 0 · (−inf) as 0."""
     terms = np.where(probabilities > 0, probabilities * np.where(probabilities > 0, rewards, 0), 0)
     return terms.sum(axis=-1)
@@ -277,7 +278,7 @@ def _expected_without(beta: np.ndarray, rewards: np.ndarray) -> np.ndarray:
     """softmax(β_{-i}) · rewards[i] (eq. 15); −inf if i vetoes a candidate returned without her."""
     if rewards.shape[0] == 0:
         return np.zeros(0)
-    return _expectation(softmax(beta, axis=1), rewards)
+    return expectation(softmax(beta, axis=1), rewards)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
