@@ -50,7 +50,8 @@ def wilson_interval(
     denom = 1 + z**2 / trials
     centre = (p + z**2 / (2 * trials)) / denom
     half = z * np.sqrt(p * (1 - p) / trials + z**2 / (4 * trials**2)) / denom
-    return (float(centre - half), float(centre + half))
+    # The interval contains p in exact arithmetic; clamp so rounding cannot put p outside it.
+    return (float(max(0.0, min(centre - half, p))), float(min(1.0, max(centre + half, p))))
 
 
 def bootstrap_sums(

@@ -325,14 +325,27 @@ def test_advertiser_prompt_raises_its_brand_and_shapes_the_rewards(support, bran
     ref, adv = ENGINE.score_support(
         [reference_prompt(MUSIC), advertiser_prompt(MUSIC, BRANDS[brand])], support
     )
-    assert mention_probability(support, adv, brand) > 0.3
+    assert mention_probability(support, adv, brand) > 0.15
     assert mention_probability(support, adv, brand) > 10 * mention_probability(support, ref, brand)
     reward = adv - ref  # r_i(x, y) = log π_i(y|x) − log π_ref(y|x), App. C.1
     mentions = (support.padded_ids == ENGINE.brand_token_id(brand)).any(axis=1)
+    own_topics = set(CATALOG.brand_topics[brand])
+    competitors = [  # brands sharing one of b's topics: b's LLM does not promote them
+        n for n, ts in CATALOG.brand_topics.items() if n != brand and own_topics & set(ts)
+    ]
+    names_competitor = np.isin(
+        support.padded_ids, [ENGINE.brand_token_id(n) for n in competitors]
+    ).any(axis=1)
     p_ref = np.exp(ref)
-    assert reward[mentions].min() > 0
+    # Naming b raises the reward unless the reply also promotes b's competitors (rival_penalty).
+    assert reward[mentions & ~names_competitor].min() > 0
     without = float(p_ref[~mentions] @ reward[~mentions] / p_ref[~mentions].sum())
     assert -2.0 < without < 0
+    if competitors:
+        rival_only, neither = names_competitor & ~mentions, ~mentions & ~names_competitor
+        assert p_ref[rival_only] @ reward[rival_only] / p_ref[rival_only].sum() < (
+            p_ref[neither] @ reward[neither] / p_ref[neither].sum()
+        )
 
 
 def test_irrelevant_advertisers_expect_more_negative_rewards(support):

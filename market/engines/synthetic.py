@@ -31,29 +31,37 @@ token ``prev`` has log-probability ``log softmax(logits_t − repeat_penalty·[v
   with rel(b, x) = 1 when T is one of b's topics (``Catalog.brand_topics``), else 0; EOS has logit
   −inf at t = 0, ``eos_logit + eos_growth · (t − 1)`` for 1 ≤ t < ``max_len``, and is certain at
   t = ``max_len``.
-- an instruction to push brand b with weight w adds the *steer*
-  ``w · (boost · e_b + topic_pull · 1[segment on one of b's topics]
-  − shoehorn · (1 − rel(b, x)) · 1[segment on T])``
-  to the content positions' logits: it mentions b, drifts towards b's own topics and, when b has
-  nothing to do with the question, away from the question (shoehorning).
-- advertiser π_i (prompt "Answer the question advertising b, ..."): π_ref's logits plus the steer
-  of b with w = 1 and boost ``ad_boost``, and ``rival_penalty`` off every other brand's mention (an
-  LLM told to advertise b does not promote b's competitors). Rewards log π_i(y|x) − log π_ref(y|x) (App. C.1) are
-  therefore large for replies mentioning b, and slightly negative for replies that do not (the
-  normaliser grows) and negative for replies naming a rival; for an irrelevant b they are clearly
-  negative on typical on-topic replies and on replies naming the relevant brands,
-  which is what makes irrelevant entrants free-riders with negative contributions (App. B.4).
-- context-aware π_con (prompt listing k brands): π_ref's logits plus, for every listed brand b, the
-  steer with boost ``con_boost`` and the diluted weight
-  ``w_k(b) = (rel_floor + (1 − rel_floor) · rel(b, x)) / k ** dilution`` (footnote 3, App. B.4):
-  each listed brand becomes likelier, relevant ones more so, and every brand's boost shrinks as
-  more brands are listed, on top of the mass the normalisation spreads among them.
+- advertiser π_i (prompt "Answer the question advertising b, ..."): π_ref's logits plus, at every
+  content position, ``ad_boost`` on b's mention, ``topic_pull`` on b's own topics' segments, and
+  ``− rival_penalty`` on the mentions of b's competitors (brands sharing one of b's topics: an LLM
+  told to advertise b does not promote them; brands of other topics are left alone). When b has
+  nothing to do with the question (rel(b, x) = 0, T known, b has topics) it *shoehorns*: T's
+  segments lose ``shoehorn`` in logit and b's own topics gain, at each position, exactly the
+  probability mass T lost (computed on π_ref's logits plus the pull), so generic content, EOS and
+  other topics keep their probability and the shoehorning reads as "on-topic replies are unlikely"
+  rather than as "short or generic replies are likely" (lowering T alone would raise every other
+  segment and EOS through the normaliser). Rewards r_i = log π_i(y|x) − log π_ref(y|x) (App. C.1)
+  are therefore large for replies naming b, a little negative for replies that do not (the
+  normaliser grows by b's boost), lower for replies naming a competitor, and, for an irrelevant b,
+  negative by about ``shoehorn`` per on-topic segment.
+- context-aware π_con (prompt listing k brands, footnote 3, App. B.4): π_ref's logits plus, for
+  every listed brand b, ``con_boost · w_k(b)`` on b's mention with the diluted weight
+  ``w_k(b) = (rel_floor + (1 − rel_floor) · rel(b, x)) / k ** dilution``: it answers the question
+  (no topic drift) and names the listed brands, relevant ones far more often, and every brand's
+  boost shrinks as more brands are listed, on top of the mass the normalisation spreads among them.
+  On π_con's replies a relevant advertiser therefore expects a clearly positive reward and an
+  irrelevant one a negative reward (App. B.4, Sec. 5.3.2).
 
 With the defaults (catalog of tests/test_engine_synthetic.py, a music query), MusicMastery (music)
 is mentioned by π_ref in 0.7% of replies (the irrelevant EasySwitch in 0.2%), by its advertiser's
-LLM in 50%, by π_con listing it alone in 66%, listing it with EasySwitch in 47%, with EasySwitch and
-KitchenFix in 39%, and with the equally relevant TuneUp in 30%. Replies have 1, 2, 3, 4 segments
-with probabilities 0.13, 0.27, 0.35, 0.26.
+LLM in 50% (EasySwitch by its own in 19%), by π_con listing it alone in 59%, listing it with
+EasySwitch in 35% (EasySwitch: 0.3%), with EasySwitch and KitchenFix in 26%, and with the equally
+relevant TuneUp in 32%. On π_con's replies listing MusicMastery, TuneUp and EasySwitch the expected
+rewards are +0.13 for each music brand and −1.27 for EasySwitch (on π_ref's: −0.72 and −1.41, minus
+the KL divergences); MOSAIC's allocation, which favours the candidates naming an entrant, makes the
+gap wider (in the free_riding scenario relevant entrants expect about +0.6 per round with the
+offset, irrelevant ones about −1.1). Replies have 1, 2, 3, 4 segments with probabilities 0.13,
+0.27, 0.35, 0.26.
 
 Sampling. `generate` applies temperature and top-p per position as the hf engine does (tempered
 softmax; keep the smallest set of tokens, in descending probability, whose mass reaches top_p;
@@ -305,8 +313,8 @@ class SyntheticEngine:
     perturbations), the logits ``generic_logit`` (0), ``on_topic_logit`` (2), ``off_topic_logit``
     (−3), ``brand_logit`` (−4), ``relevance_bonus`` (1.5), ``eos_logit`` (1.5), ``eos_growth`` (1),
     ``content_noise`` (0.5), ``repeat_penalty`` (3), the instructions' ``ad_boost`` (5),
-    ``con_boost`` (5.5), ``topic_pull`` (0.5), ``shoehorn`` (1.5), ``rival_penalty`` (3), ``rel_floor`` (0.3),
-    ``dilution`` (0.25), and ``phrases_per_topic`` (3, at most 4).
+    ``con_boost`` (8), ``topic_pull`` (0.5), ``shoehorn`` (0.5), ``rival_penalty`` (1),
+    ``rel_floor`` (0.15), ``dilution`` (0.25), and ``phrases_per_topic`` (3, at most 4).
     """
 
     def __init__(
@@ -324,10 +332,10 @@ class SyntheticEngine:
         eos_growth: float = 1.0,
         content_noise: float = 0.5,
         repeat_penalty: float = 3.0,
-        ad_boost: float = 4.0,
-        con_boost: float = 8.0,
+        ad_boost: float = 5.0,
+        con_boost: float = 5.0,
         topic_pull: float = 0.5,
-        shoehorn: float = 1.0,
+        shoehorn: float = 0.5,
         rival_penalty: float = 1.0,
         rel_floor: float = 0.15,
         dilution: float = 0.25,
@@ -573,10 +581,13 @@ class SyntheticEngine:
         brand's own topics, so generic content and EOS keep their probability."""
         p = self._p
         delta = np.zeros_like(base)
-        delta[:, self._brand_mask] -= p["rival_penalty"]
+        own_topics = set(self._brand_topics[brand])
+        for rival, token in self._brand_id.items():
+            if rival != brand and own_topics & set(self._brand_topics[rival]):
+                delta[:, token] -= p["rival_penalty"]
         delta[:, self._brand_id[brand]] = p["ad_boost"]
         own = np.zeros(self.vocab_size, dtype=bool)
-        for topic in self._brand_topics[brand]:
+        for topic in own_topics:
             own |= self._topic_mask[topic]
         delta[:, own] += p["topic_pull"]
         query_topic = self._query_topics.get(query)
