@@ -85,7 +85,8 @@ def parse_prompt(prompt: Prompt) -> ParsedPrompt:
         heads = list(_BRAND_HEAD.finditer(body))
         ends = [h.start() for h in heads[1:]] + [len(body)]
         brands = tuple(
-            Brand(h.group("name"), body[h.end() : end].strip()) for h, end in zip(heads, ends)
+            Brand(h.group("name"), body[h.end() : end].strip())
+            for h, end in zip(heads, ends, strict=True)
         )
         return ParsedPrompt("context", prompt.user, brands)
     return ParsedPrompt("reference", prompt.user)

@@ -96,7 +96,9 @@ class Engine(Protocol):
         self, prompts: Sequence[Prompt], n: int, params: SamplingParams, seed: int
     ) -> list[list[Candidate]]: ...
 
-    def score(self, prompts: Sequence[Prompt], replies: Sequence[Candidate | str]) -> np.ndarray: ...
+    def score(
+        self, prompts: Sequence[Prompt], replies: Sequence[Candidate | str]
+    ) -> np.ndarray: ...
 
     def next_token_logprobs(
         self, prompts: Sequence[Prompt], prefixes: Sequence[Sequence[int]]
