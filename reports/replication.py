@@ -129,7 +129,9 @@ def resolve(
     overrides: Sequence[str] = (),
 ) -> ReplicationConfig:
     """Scenario defaults, then ``--engine``, ``--set`` and the size flags."""
-    sets = ([f"engine.type={engine}", "engine.kwargs={}"] if engine else []) + list(overrides)
+    switch = engine is not None and engine != load_scenario(scenario_name).engine.type
+    # a different engine type starts from its own defaults; the same type keeps the scenario's kwargs
+    sets = ([f"engine.type={engine}", "engine.kwargs={}"] if switch else []) + list(overrides)
     scenario = load_scenario(scenario_name, sets)
     variants = expand_variants(scenario)
     generators = []

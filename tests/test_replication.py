@@ -48,7 +48,7 @@ def test_exact_log_pi_r_matches_a_direct_computation(tiny):
     """π_r(y) = π_ref(y)·exp(Σ_i r_i(y)) / Z over the enumerated support (eq. 17, τ = 1)."""
     scenario = load_scenario("paper_replication")
     instance = study_instances(scenario, 2)[0]
-    engine = SyntheticEngine(instance.catalog())
+    engine = SyntheticEngine(instance.catalog(), **scenario.engine.kwargs)
     query = instance.query
     support = engine.enumerate_support(reference_prompt(query))
     prompts = [reference_prompt(query)] + [advertiser_prompt(query, b) for b in instance.brands]
@@ -127,7 +127,7 @@ def test_utility_without_offset_is_the_plain_rochet_mechanism():
     """Eq. 13: C_i = 0 changes only the payment, by C_i; run MOSAIC without offset to compare."""
     config = resolve("paper_replication", n_queries=1, n_seeds=1, m_grid=(4,))
     instance = config.instances[0]
-    engine = SyntheticEngine(instance.catalog())
+    engine = SyntheticEngine(instance.catalog(), **config.scenario.engine.kwargs)
     results = {}
     for offset in (True, False):
         mechanism = MosaicMechanism(offset=offset, generator="context", candidates=4)

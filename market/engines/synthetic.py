@@ -52,16 +52,12 @@ token ``prev`` has log-probability ``log softmax(logits_t − repeat_penalty·[v
   On π_con's replies a relevant advertiser therefore expects a clearly positive reward and an
   irrelevant one a negative reward (App. B.4, Sec. 5.3.2).
 
-With the defaults (catalog of tests/test_engine_synthetic.py, a music query), MusicMastery (music)
-is mentioned by π_ref in 0.7% of replies (the irrelevant EasySwitch in 0.2%), by its advertiser's
-LLM in 50% (EasySwitch by its own in 19%), by π_con listing it alone in 59%, listing it with
-EasySwitch in 35% (EasySwitch: 0.3%), with EasySwitch and KitchenFix in 26%, and with the equally
-relevant TuneUp in 32%. On π_con's replies listing MusicMastery, TuneUp and EasySwitch the expected
-rewards are +0.13 for each music brand and −1.27 for EasySwitch (on π_ref's: −0.72 and −1.41, minus
-the KL divergences); MOSAIC's allocation, which favours the candidates naming an entrant, makes the
-gap wider (in the free_riding scenario relevant entrants expect about +0.6 per round with the
-offset, irrelevant ones about −1.1). Replies have 1, 2, 3, 4 segments with probabilities 0.13,
-0.27, 0.35, 0.26.
+With the defaults, a brand relevant to the query is rarely named by π_ref (under 1% of replies),
+about half the time by its advertiser's LLM, and most often by π_con listing it alone; every listed
+brand is named less often as more brands are listed (dilution), and an irrelevant listed brand far
+less often than a relevant one. On π_con's replies a relevant entrant's expected reward is positive
+and an irrelevant one's negative. tests/test_engine_synthetic.py checks each of these statements.
+Replies have 1 to ``max_len`` segments.
 
 Sampling. `generate` applies temperature and top-p per position as the hf engine does (tempered
 softmax; keep the smallest set of tokens, in descending probability, whose mass reaches top_p;
@@ -313,7 +309,7 @@ class SyntheticEngine:
     perturbations), the logits ``generic_logit`` (0), ``on_topic_logit`` (2), ``off_topic_logit``
     (−3), ``brand_logit`` (−4), ``relevance_bonus`` (1.5), ``eos_logit`` (1.5), ``eos_growth`` (1),
     ``content_noise`` (0.5), ``repeat_penalty`` (3), the instructions' ``ad_boost`` (5),
-    ``con_boost`` (8), ``topic_pull`` (0.5), ``shoehorn`` (0.5), ``rival_penalty`` (1),
+    ``con_boost`` (5), ``topic_pull`` (0.5), ``shoehorn`` (0.5), ``rival_penalty`` (1),
     ``rel_floor`` (0.15), ``dilution`` (0.25), and ``phrases_per_topic`` (3, at most 4).
     """
 
