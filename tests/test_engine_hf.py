@@ -120,7 +120,7 @@ def test_same_seed_same_candidates(hf_engine):
     assert first != other
     assert [len(row) for row in first] == [2, 2]
     for candidate in (c for row in first for c in row):
-        assert 1 <= len(candidate.token_ids) <= SHORT.max_new_tokens
+        assert 0 < len(candidate.token_ids) <= SHORT.max_new_tokens
         assert candidate.text == hf_engine.decode(candidate.token_ids)
         assert np.isfinite(candidate.proposal_logprob) and np.isfinite(candidate.model_logprob)
 
