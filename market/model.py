@@ -25,6 +25,7 @@ from agents.policies import build_policy, spec_parts
 from agents.records import RoundRecord
 from agents.strategies import STRATEGIES, build_strategy
 from market.auction import Bidder, RoundOutcome, mentions, run_round
+from market.columns import AUCTION_COLUMNS
 from market.engines.base import Engine, SamplingParams
 from market.mechanisms import build_mechanism
 
@@ -281,21 +282,6 @@ ADVERTISER_REPORTERS = {
     "mentioned": agent_mentioned,
     "offset": offset,
 }
-
-AUCTION_COLUMNS = (
-    "variant",
-    "seed",
-    "round",
-    "candidate",
-    "text",
-    "n_tokens",
-    "log_ref",
-    "log_gen",
-    "allocation",
-    "returned",
-    "rewards",
-    "entrants",
-)
 
 
 @dataclass(frozen=True)

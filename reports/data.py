@@ -16,68 +16,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-KEYS = ("variant", "seed", "round")
-
-ROUND_COLUMNS = (
-    *KEYS,
-    "query",
-    "topic",
-    "mechanism",
-    "generator",
-    "n_entrants",
-    "entrants",
-    "n_relevant_entrants",
-    "n_irrelevant_entrants",
-    "n_candidates",
-    "revenue",
-    "welfare",
-    "expected_welfare",
-    "usefulness",
-    "reply_logprob_ref",
-    "reply_tokens",
-    "reply_text",
-    "ess",
-    "mentioned",
-    "engine_seconds",
-    "round_seconds",
+from market.columns import (  # noqa: F401 - re-exported for the reports and tests
+    ADVERTISER_COLUMNS,
+    AUCTION_COLUMNS,
+    KEYS,
+    ROUND_COLUMNS,
+    TABLE_COLUMNS,
 )
-
-ADVERTISER_COLUMNS = (
-    *KEYS,
-    "advertiser",
-    "value",
-    "policy",
-    "entered",
-    "relevant",
-    "payment",
-    "expected_reward",
-    "expected_reward_without",
-    "utility",
-    "realized_reward",
-    "realized_utility",
-    "outside_reward",
-    "mentioned",
-    "offset",
-)
-
-AUCTION_COLUMNS = (
-    *KEYS,
-    "candidate",
-    "text",
-    "n_tokens",
-    "log_ref",
-    "log_gen",
-    "allocation",
-    "returned",
-    "rewards",
-    "entrants",
-)
-
-TABLE_COLUMNS = {
-    "rounds": ROUND_COLUMNS,
-    "advertisers": ADVERTISER_COLUMNS,
-    "auctions": AUCTION_COLUMNS,
-}
 
 
 class RunDataError(ValueError):
