@@ -7,16 +7,14 @@ import pandas as pd
 import pytest
 
 from agents.records import RoundRecord
+from market.columns import ADVERTISER_COLUMNS, ROUND_COLUMNS, TABLE_COLUMNS
 from market.engines.synthetic import SyntheticEngine
 from market.model import (
     ADVERTISER_REPORTERS,
-    AUCTION_COLUMNS,
     ROUND_REPORTERS,
     MarketModel,
     RandomStreams,
 )
-from reports.data import ADVERTISER_COLUMNS, ROUND_COLUMNS
-from reports.data import AUCTION_COLUMNS as REPORT_AUCTION_COLUMNS
 from scenarios.loader import expand_variants, scenario_from_dict
 
 QUERIES = [
@@ -95,10 +93,16 @@ def frames(model: MarketModel) -> dict[str, pd.DataFrame]:
     }
 
 
-def test_collected_columns_cover_what_the_reports_read():
+def test_collected_columns_cover_what_the_reports_read(engine):
     assert set(ROUND_COLUMNS) <= set(ROUND_REPORTERS)
     assert set(ADVERTISER_COLUMNS) <= set(ADVERTISER_REPORTERS)
-    assert set(REPORT_AUCTION_COLUMNS) <= set(AUCTION_COLUMNS)
+    tables = frames(run(MarketModel(scenario(), engine), 2))
+    for name, columns in TABLE_COLUMNS.items():
+        assert len(tables[name]) > 0, name
+        assert set(columns) <= set(tables[name].columns), (
+            name,
+            set(columns) - set(tables[name].columns),
+        )
 
 
 def test_a_round_records_histories_and_rows_consistently(engine):
