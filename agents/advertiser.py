@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import mesa
 
-from agents.policies import EntryPolicy
+from agents.policies import EntryRule
 from agents.records import RoundRecord
 from agents.strategies import ReportStrategy
 from market.prompts import Brand
@@ -51,7 +51,7 @@ class AdvertiserAgent(mesa.Agent):
         description: str,
         topics: Sequence[str],
         value: float,
-        policy: EntryPolicy,
+        policy: EntryRule,
         policy_type: str,
         strategy: ReportStrategy,
     ) -> None:
@@ -82,19 +82,25 @@ class AdvertiserAgent(mesa.Agent):
             return {n.name: n.history for n in self.neighbors}
         return {n.name: _Prefix(n.history, rounds) for n in self.neighbors}
 
-    def decide_entry(self) -> bool:
-        """Ask her policy whether to enter this round; the answer is kept in ``entering``."""
-        self.entering = bool(self.policy.decide(self.history, self.neighbor_histories()))
+    def decide_entry(self, topic: str) -> bool:
+        """Ask her policy whether to enter this round, whose query has ``topic``; the answer is
+        kept in ``entering``."""
+        self.entering = bool(self.policy.decide(self.history, self.neighbor_histories(), topic))
         return self.entering
 
     def replay_entry(self, rounds: int) -> bool:
-        """Re-ask her policy the question of round ``rounds`` from the recorded histories.
+        """Re-ask her policy the question of round ``rounds`` from the recorded histories (the
+        round's topic is the one its record holds).
 
         Used when resuming a run: it advances the policy's random stream and any state it keeps
         exactly as the original run did, and returns the decision to check against the record.
         """
         return bool(
-            self.policy.decide(_Prefix(self.history, rounds), self.neighbor_histories(rounds))
+            self.policy.decide(
+                _Prefix(self.history, rounds),
+                self.neighbor_histories(rounds),
+                self.history[rounds].topic,
+            )
         )
 
     def record(self, record: RoundRecord) -> None:

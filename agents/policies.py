@@ -13,6 +13,12 @@ option's reward, or 0, when out. Non-finite payoffs (NaN: not observed) are igno
 New policies plug in with ``@register_policy("name")`` on an ``EntryPolicy`` subclass whose
 ``__init__`` takes ``rng`` and keyword-only settings; ``build_policy`` validates the settings.
 Histories are append-only: policies read only the records added since their last call.
+
+Targeting: every policy spec also takes ``targeting`` (``"all"``, the default, or ``"topic"``).
+``"all"`` decides from the whole history whatever the query; ``"topic"`` wraps the policy in
+`TopicTargeting`, which keeps one independent copy per query topic, each learning only from the
+rounds of its topic, so an advertiser can learn to enter music auctions and stay out of travel
+ones.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 from agents.records import RoundRecord
 
 LEARN_FROM = ("expected", "realized")
+TARGETING = ("all", "topic")
 NO_NEIGHBORS: Mapping[str, Sequence[RoundRecord]] = MappingProxyType({})
 
 POLICIES: dict[str, type[EntryPolicy]] = {}
@@ -85,15 +92,33 @@ class ArmStats:
         self.mean += (x - self.mean) / self.count
 
 
-class EntryPolicy(ABC):
-    """Base class: ``decide(history, neighbors) -> bool`` (True = enter this round).
+class EntryRule(ABC):
+    """What an advertiser asks each round: ``decide(history, neighbors, topic) -> bool``
+    (True = enter this round).
 
     ``history`` holds the advertiser's past rounds, oldest first; ``neighbors`` maps each neighbor
-    on the observation graph to its history. Subclasses implement ``_decide``; ``_observe`` is
-    called once for every new record of the advertiser's own history, in order.
+    on the observation graph to its history; ``topic`` is the current query's topic (None when
+    the caller does not say).
     """
 
     name: ClassVar[str] = "base"
+
+    @abstractmethod
+    def decide(
+        self,
+        history: Sequence[RoundRecord],
+        neighbors: Mapping[str, Sequence[RoundRecord]] = NO_NEIGHBORS,
+        topic: str | None = None,
+    ) -> bool:
+        """Enter (True) or stay out (False) this round."""
+
+
+class EntryPolicy(EntryRule):
+    """Base class of the registered policies: they target every query, so ``topic`` is ignored.
+
+    Subclasses implement ``_decide``; ``_observe`` is called once for every new record of the
+    advertiser's own history, in order.
+    """
 
     def __init__(self, rng: np.random.Generator, *, learn_from: str = "expected") -> None:
         if not isinstance(rng, np.random.Generator):
@@ -111,8 +136,9 @@ class EntryPolicy(ABC):
         self,
         history: Sequence[RoundRecord],
         neighbors: Mapping[str, Sequence[RoundRecord]] = NO_NEIGHBORS,
+        topic: str | None = None,
     ) -> bool:
-        """Enter (True) or stay out (False) this round."""
+        """Enter (True) or stay out (False) this round, from the whole history (any topic)."""
         if len(history) < self._seen:
             raise ValueError(
                 f"history shrank from {self._seen} to {len(history)} records; histories are "
@@ -390,6 +416,80 @@ class ImitationPolicy(EntryPolicy):
         return history[-1].entered if history else True
 
 
+class TopicTargeting(EntryRule):
+    """Topic targeting: one independent inner policy per query topic.
+
+    The inner policy of a topic sees only the rounds whose ``RoundRecord.topic`` is that topic,
+    in its own history and in each neighbor's (every neighbor stays in the mapping, possibly with
+    an empty history). Inner policies are built by ``make_inner(rng)`` when a decision is first
+    asked for their topic; their generators are spawned from ``rng`` in that order, so the same
+    sequence of questions (a run, or its replay on resume) gives the same streams. The filtered
+    histories grow append-only, as the inner policies require.
+    """
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        make_inner: Callable[[np.random.Generator], EntryPolicy],
+        name: str = "base",
+    ) -> None:
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError(
+                f"rng must be a numpy.random.Generator, got {type(rng).__name__}; "
+                "pass numpy.random.default_rng(seed_sequence)"
+            )
+        self.rng = rng
+        self.name = name
+        self._make_inner = make_inner
+        self.inner: dict[str, EntryPolicy] = {}
+        self._own = _TopicSplit()
+        self._neighbors: dict[str, _TopicSplit] = {}
+
+    def decide(
+        self,
+        history: Sequence[RoundRecord],
+        neighbors: Mapping[str, Sequence[RoundRecord]] = NO_NEIGHBORS,
+        topic: str | None = None,
+    ) -> bool:
+        """Ask the inner policy of ``topic`` (required) on the rounds of that topic."""
+        if not isinstance(topic, str):
+            raise ValueError(
+                f"topic must be the current query's topic (a string) for a policy with "
+                f"targeting='topic', got {topic!r}; pass decide(history, neighbors, topic=...)"
+            )
+        self._own.extend(history)
+        for name, records in neighbors.items():
+            self._neighbors.setdefault(name, _TopicSplit()).extend(records)
+        if topic not in self.inner:
+            self.inner[topic] = self._make_inner(self.rng.spawn(1)[0])
+        return self.inner[topic].decide(
+            self._own.of(topic),
+            {name: self._neighbors[name].of(topic) for name in neighbors},
+            topic,
+        )
+
+
+class _TopicSplit:
+    """An append-only history split by topic, read incrementally."""
+
+    def __init__(self) -> None:
+        self._seen = 0
+        self._by_topic: dict[str, list[RoundRecord]] = {}
+
+    def extend(self, history: Sequence[RoundRecord]) -> None:
+        if len(history) < self._seen:
+            raise ValueError(
+                f"history shrank from {self._seen} to {len(history)} records; histories are "
+                "append-only, build a new policy for a new run"
+            )
+        for record in history[self._seen :]:
+            self._by_topic.setdefault(record.topic, []).append(record)
+        self._seen = len(history)
+
+    def of(self, topic: str) -> list[RoundRecord]:
+        return self._by_topic.setdefault(topic, [])
+
+
 def spec_parts(spec: Any, what: str) -> tuple[str, Mapping[str, Any]]:
     """Read ``type`` and ``kwargs`` from a ``{type, kwargs}`` mapping or an object with both."""
     if isinstance(spec, Mapping):
@@ -406,16 +506,17 @@ def spec_parts(spec: Any, what: str) -> tuple[str, Mapping[str, Any]]:
     return kind, kwargs
 
 
-def check_kwargs(cls: type, kwargs: Mapping[str, Any], what: str) -> None:
+def check_kwargs(cls: type, kwargs: Mapping[str, Any], what: str, also: Sequence[str] = ()) -> None:
     """Raise ValueError naming a kwarg ``cls`` does not take, with the valid ones.
 
-    The generator is never a kwarg: builders pass it themselves.
+    The generator is never a kwarg: builders pass it themselves. ``also`` lists kwargs the
+    builder itself takes.
     """
     valid = [
         p.name
         for p in inspect.signature(cls.__init__).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "rng"
-    ]
+    ] + list(also)
     for key in kwargs:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
@@ -425,14 +526,39 @@ def check_kwargs(cls: type, kwargs: Mapping[str, Any], what: str) -> None:
             )
 
 
-def build_policy(spec: Any, rng: np.random.Generator) -> EntryPolicy:
-    """Build an entry policy from ``{type: ..., kwargs: {...}}`` (a mapping or a ComponentSpec)."""
+def check_targeting(value: Any) -> str:
+    """The ``targeting`` setting of a policy spec, or ValueError naming the valid values."""
+    if value not in TARGETING:
+        raise ValueError(
+            f"targeting must be one of {', '.join(repr(t) for t in TARGETING)}, got {value!r}"
+        )
+    return value
+
+
+def build_policy(spec: Any, rng: np.random.Generator) -> EntryRule:
+    """Build an entry policy from ``{type: ..., kwargs: {...}}`` (a mapping or a ComponentSpec).
+
+    Besides the policy's own kwargs, ``targeting`` (``"all"`` default, or ``"topic"``) picks
+    whether it decides from every round or keeps one policy per query topic (`TopicTargeting`).
+    """
     kind, kwargs = spec_parts(spec, "policy")
     if kind not in POLICIES:
         raise ValueError(f"unknown policy type {kind!r}; known: {', '.join(POLICIES)}")
     cls = POLICIES[kind]
-    check_kwargs(cls, kwargs, f"policy {kind!r}")
+    settings = {k: v for k, v in kwargs.items() if k != "targeting"}
     try:
-        return cls(rng, **kwargs)
+        targeting = check_targeting(kwargs.get("targeting", "all"))
     except ValueError as err:
         raise ValueError(f"policy {kind!r}: {err}") from err
+    check_kwargs(cls, settings, f"policy {kind!r}", also=("targeting",))
+
+    def make(generator: np.random.Generator) -> EntryPolicy:
+        try:
+            return cls(generator, **settings)
+        except ValueError as err:
+            raise ValueError(f"policy {kind!r}: {err}") from err
+
+    if targeting == "all":
+        return make(rng)
+    make(np.random.default_rng(0))  # settings fail here, not at the first round
+    return TopicTargeting(rng, make, name=kind)

@@ -14,6 +14,7 @@ class RoundRecord:
     payment); ``realized_utility`` is the reward of the reply actually returned minus the payment.
     When the advertiser stayed out, payment and both utilities are 0, and ``outside_reward`` holds
     the reward of the reply shown without it (NaN unless the scenario turns the outside option on).
+    ``topic`` is the round's query topic (what a topic-targeting policy splits its history by).
     """
 
     round: int
@@ -26,6 +27,7 @@ class RoundRecord:
     realized_utility: float = 0.0
     outside_reward: float = math.nan
     mentioned: bool = False
+    topic: str = ""
 
     def payoff(self, learn_from: str) -> float:
         """The number a policy learns from: ``"expected"`` or ``"realized"`` utility.

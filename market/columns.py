@@ -37,6 +37,7 @@ ADVERTISER_COLUMNS = (
     "policy",
     "entered",
     "relevant",
+    "topic",
     "payment",
     "expected_reward",
     "expected_reward_without",

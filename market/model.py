@@ -225,6 +225,10 @@ def relevant(agent: AdvertiserAgent) -> bool:
     return agent.last.relevant
 
 
+def agent_topic(agent: AdvertiserAgent) -> str:
+    return agent.last.topic
+
+
 def payment(agent: AdvertiserAgent) -> float:
     return agent.last.payment
 
@@ -272,6 +276,7 @@ ADVERTISER_REPORTERS = {
     "policy": policy,
     "entered": entered,
     "relevant": relevant,
+    "topic": agent_topic,
     "payment": payment,
     "expected_reward": expected_reward,
     "expected_reward_without": expected_reward_without,
@@ -394,7 +399,8 @@ class MarketModel(mesa.Model):
         start = time.perf_counter()
         t = self.round
         self.query = self.draw_query(t)
-        self.agents.shuffle_do("decide_entry")  # decisions read only past rounds: order-free
+        # decisions read only past rounds and the query's topic: order-free
+        self.agents.shuffle_do("decide_entry", self.query.topic)
         present = [i for i, a in enumerate(self.advertisers) if a.entering]
         absent = [a for a in self.advertisers if not a.entering]
         outcome = run_round(
@@ -425,7 +431,12 @@ class MarketModel(mesa.Model):
             if agent.name in outcome.observers:
                 outside = float(outcome.outside_rewards[outcome.observers.index(agent.name)])
             return RoundRecord(
-                self.round, entered=False, relevant=relevant, outside_reward=outside, mentioned=said
+                self.round,
+                entered=False,
+                relevant=relevant,
+                outside_reward=outside,
+                mentioned=said,
+                topic=self.query.topic,
             )
         paid = float(outcome.payments[i])
         realized = float(outcome.realized_rewards[i])
@@ -439,6 +450,7 @@ class MarketModel(mesa.Model):
             realized_reward=realized,
             realized_utility=realized - paid,
             mentioned=said,
+            topic=self.query.topic,
         )
 
     def _collect_auction(self) -> None:

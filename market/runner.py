@@ -78,6 +78,7 @@ _TYPES: dict[str, dict[str, pa.DataType]] = {
         "policy": pa.string(),
         "entered": pa.bool_(),
         "relevant": pa.bool_(),
+        "topic": pa.string(),
         "payment": pa.float64(),
         "expected_reward": pa.float64(),
         "expected_reward_without": pa.float64(),
@@ -270,6 +271,8 @@ class RunFolder:
             folder, filters=[("variant", "==", variant), ("seed", "==", int(seed))]
         )
         frame = frame[frame["round"] < done].sort_values(["advertiser", "round"], kind="stable")
+        if "topic" not in frame.columns:  # written before advertisers rows had a topic
+            frame["topic"] = ""
         histories: dict[str, list[RoundRecord]] = {}
         for name, rows in frame.groupby("advertiser", sort=False):
             records = [RoundRecord(**row) for row in rows[list(_RECORD_FIELDS)].to_dict("records")]

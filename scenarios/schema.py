@@ -22,7 +22,7 @@ import networkx as nx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from agents.policies import POLICIES, build_policy
+from agents.policies import POLICIES, TARGETING, build_policy
 from agents.strategies import STRATEGIES, build_strategy
 from market.engines.base import Catalog
 from market.mechanisms import MECHANISMS, build_mechanism
@@ -96,6 +96,13 @@ class AdvertiserSpec(_Strict):
         if spec.type not in POLICIES:
             raise FieldError(
                 "type", f"unknown policy {spec.type!r}", f"known policies: {', '.join(POLICIES)}"
+            )
+        targeting = spec.kwargs.get("targeting", "all")
+        if targeting not in TARGETING:
+            raise FieldError(
+                "kwargs.targeting",
+                f"unknown targeting {targeting!r}",
+                f"use one of: {', '.join(TARGETING)} (topic: one policy per query topic)",
             )
         try:
             build_policy(spec, np.random.default_rng(0))

@@ -166,3 +166,18 @@ def test_short_run_on_the_embedded_model(tmp_path):
     assert (auctions["log_gen"] < 0).all() and (auctions["log_ref"] < 0).all()
     meta = json.loads((out / "meta.json").read_text())
     assert meta["engines"]["base"]["engine"] == "hf"
+
+
+def test_resume_with_topic_targeting_gives_the_uninterrupted_result(tmp_path):
+    """Histories come back from the advertisers table with their topics, so each topic's inner
+    policy replays exactly; the ``policies`` tournament's topic_targeting variant exercises it."""
+    args = ["run", "policies", *SYNTHETIC, "--no-report"]
+    run_ok(*args, "--rounds", "60", "--out", str(tmp_path / "whole"))
+    run_ok(*args, "--rounds", "25", "--out", str(tmp_path / "resumed"))
+    run_ok("run", "--resume", str(tmp_path / "resumed"), "--rounds", "60", "--no-report")
+    assert_same_run(tmp_path / "resumed", tmp_path / "whole")
+    advertisers = read_table(tmp_path / "whole", "advertisers")
+    assert set(advertisers["variant"]) == {"all_queries", "topic_targeting"}
+    rounds = read_table(tmp_path / "whole", "rounds")
+    topics = advertisers.merge(rounds[["variant", "round", "topic"]], on=["variant", "round"])
+    assert (topics["topic_x"] == topics["topic_y"]).all()

@@ -233,6 +233,42 @@ def test_restore_refuses_histories_that_the_policies_would_not_reproduce(engine)
         MarketModel(scenario(), engine).restore(uneven)
 
 
+def targeted_scenario():
+    advertisers = [
+        {**a, "policy": {**a["policy"], "kwargs": {**a["policy"].get("kwargs", {}),
+                                                   "targeting": "topic"}}}
+        for a in ADVERTISERS
+    ]  # fmt: skip
+    return scenario(advertisers=advertisers, rounds=30)
+
+
+def test_records_and_rows_carry_the_query_topic_and_targeting_splits_by_it(engine):
+    model = run(MarketModel(targeted_scenario(), engine), 16)
+    tables = frames(model)
+    topics = dict(zip(tables["rounds"]["round"], tables["rounds"]["topic"], strict=True))
+    assert (tables["advertisers"]["topic"] == tables["advertisers"]["round"].map(topics)).all()
+    for agent in model.advertisers:
+        assert [r.topic for r in agent.history] == [topics[r.round] for r in agent.history]
+        assert set(agent.policy.inner) == set(topics.values())
+        for topic, inner in agent.policy.inner.items():
+            # at its topic's last round it had read every earlier round of that topic, no other
+            assert inner._seen == sum(t == topic for t in topics.values()) - 1
+
+
+def test_restore_with_topic_targeting_continues_exactly_like_an_uninterrupted_model(engine):
+    full = run(MarketModel(targeted_scenario(), engine), 14)
+    expected = frames(full)
+    histories = {a.name: a.history[:7] for a in full.advertisers}
+    resumed = MarketModel(targeted_scenario(), engine)
+    resumed.restore(histories)
+    got = frames(run(resumed, 7))
+    for table in ("rounds", "advertisers", "auctions"):
+        want = expected[table][expected[table]["round"] >= 7].reset_index(drop=True)
+        have = got[table].reset_index(drop=True)
+        timing = [c for c in ("engine_seconds", "round_seconds") if c in want.columns]
+        pd.testing.assert_frame_equal(want.drop(columns=timing), have.drop(columns=timing))
+
+
 def test_observation_graph_gives_each_agent_its_neighbors(engine):
     model = MarketModel(scenario(), engine)
     ring = {a.name: sorted(n.name for n in a.neighbors) for a in model.advertisers}

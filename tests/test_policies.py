@@ -244,3 +244,118 @@ def test_build_policy_accepts_component_spec_objects():
         kwargs = {"cost": 0.2}
 
     assert build_policy(Spec(), rng()).cost == 0.2
+
+
+# --- topic targeting -----------------------------------------------------------------------------
+
+
+def play_topics(policy, rounds: int, seed: int = 3) -> tuple[list[str], list[bool]]:
+    """A stationary toy with two topics: entering pays ~ +1 in topic A and ~ −1 in topic B;
+    staying out pays nothing. Returns each round's topic and decision."""
+    env = rng(seed)
+    history: list[RoundRecord] = []
+    topics, decisions = [], []
+    for t in range(rounds):
+        topic = "A" if env.random() < 0.5 else "B"
+        noise = env.normal(0.0, 0.3)
+        enter = policy.decide(history, topic=topic)
+        topics.append(topic)
+        decisions.append(enter)
+        mean = 1.0 if topic == "A" else -1.0
+        record = entered(t, mean + noise) if enter else stayed_out(t)
+        history.append(RoundRecord(**{**record.__dict__, "topic": topic}))
+    return topics, decisions
+
+
+def entry_rates(topics: list[str], decisions: list[bool]) -> dict[str, float]:
+    half = len(topics) // 2
+    rates = {}
+    for topic in ("A", "B"):
+        picks = [d for t, d in zip(topics[half:], decisions[half:], strict=True) if t == topic]
+        rates[topic] = sum(picks) / len(picks)
+    return rates
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"type": "epsilon_greedy", "kwargs": {"epsilon": 0.1}},
+        {"type": "threshold", "kwargs": {"cost": 0.0, "epsilon": 0.05, "window": 10}},
+    ],
+)
+def test_topic_targeting_learns_to_enter_where_it_pays_and_all_cannot(spec):
+    targeted = {**spec, "kwargs": {**spec["kwargs"], "targeting": "topic"}}
+    rates = entry_rates(*play_topics(build_policy(targeted, rng(7)), 400))
+    assert rates["A"] >= 0.9 and rates["B"] <= 0.15, rates
+    blind = entry_rates(*play_topics(build_policy(spec, rng(7)), 400))
+    assert abs(blind["A"] - blind["B"]) <= 0.2, blind  # the decision never sees the topic
+    assert rates["A"] - rates["B"] > abs(blind["A"] - blind["B"]) + 0.5
+
+
+def test_targeting_all_ignores_the_topic():
+    spec = {"type": "epsilon_greedy", "kwargs": {"epsilon": 0.3}}
+    explicit = {"type": "epsilon_greedy", "kwargs": {"epsilon": 0.3, "targeting": "all"}}
+    env = rng(2)
+    plain = play(build_policy(spec, rng(4)), lambda: env.normal(), lambda: 0.0, 50)
+    env = rng(2)
+    history: list[RoundRecord] = []
+    policy = build_policy(explicit, rng(4))
+    with_topic = []
+    for t in range(50):
+        enter = policy.decide(history, topic="A" if t % 3 else "B")
+        with_topic.append(enter)
+        history.append(entered(t, env.normal()) if enter else stayed_out(t, 0.0))
+    assert with_topic == plain
+
+
+def test_topic_targeting_is_deterministic_and_spawns_streams_by_first_appearance():
+    spec = {"type": "logit", "kwargs": {"targeting": "topic"}}
+    runs = [play_topics(build_policy(spec, rng(11)), 120) for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert play_topics(build_policy(spec, rng(12)), 120)[1] != runs[0][1]
+
+    policy = build_policy({"type": "always", "kwargs": {"targeting": "topic"}}, rng(11))
+    policy.decide([], topic="B")
+    policy.decide([], topic="A")
+    expected = rng(11).spawn(2)
+    assert list(policy.inner) == ["B", "A"]
+    for topic, child in zip(("B", "A"), expected, strict=True):
+        assert policy.inner[topic].rng.random() == child.random()
+
+
+def test_topic_targeting_inner_policies_see_only_their_topic():
+    spec = {"type": "imitation", "kwargs": {"epsilon": 0.0, "targeting": "topic"}}
+    policy = build_policy(spec, rng())
+
+    def tagged(record: RoundRecord, topic: str) -> RoundRecord:
+        return RoundRecord(**{**record.__dict__, "topic": topic})
+
+    own = [tagged(entered(0, -1.0), "A"), tagged(stayed_out(1, 0.0), "B")]
+    # the neighbor does better in A by staying out, worse in B where it entered
+    rival = [tagged(stayed_out(0, 2.0), "A"), tagged(entered(1, -3.0), "B")]
+    assert policy.decide(own, {"Rival": rival}, topic="A") is False  # copies the rival in A
+    assert policy.decide(own, {"Rival": rival}, topic="B") is False  # keeps its own choice in B
+    inner_a, inner_b = policy.inner["A"], policy.inner["B"]
+    assert [r.round for r in policy._own.of("A")] == [0]
+    assert [r.round for r in policy._own.of("B")] == [1]
+    assert inner_a.best_neighbor(policy._own.of("A"), {"Rival": rival[:1]}) == "Rival"
+    assert inner_b.best_neighbor(policy._own.of("B"), {"Rival": rival[1:]}) is None
+
+
+def test_topic_targeting_needs_the_topic_and_append_only_histories():
+    policy = build_policy({"type": "threshold", "kwargs": {"targeting": "topic"}}, rng())
+    with pytest.raises(ValueError, match=r"topic must be the current query's topic"):
+        policy.decide([])
+    history = [RoundRecord(**{**entered(0, 1.0).__dict__, "topic": "A"})]
+    policy.decide(history, topic="A")
+    with pytest.raises(ValueError, match="append-only"):
+        policy.decide([], topic="A")
+
+
+def test_bad_targeting_is_named_with_the_valid_values():
+    with pytest.raises(ValueError, match=r"targeting must be one of 'all', 'topic', got 'keyword'"):
+        build_policy({"type": "ucb", "kwargs": {"targeting": "keyword"}}, rng())
+    with pytest.raises(ValueError, match=r"no kwarg 'targetting'.*did you mean 'targeting'"):
+        build_policy({"type": "ucb", "kwargs": {"targetting": "topic"}}, rng())
+    with pytest.raises(ValueError, match=r"policy 'ucb': c must be"):
+        build_policy({"type": "ucb", "kwargs": {"c": -1, "targeting": "topic"}}, rng())

@@ -190,6 +190,24 @@ def test_bad_component_kwargs_name_the_kwarg():
     assert "advertisers.0.strategy.kwargs" in message and "factor must be" in message
 
 
+def test_targeting_must_be_all_or_topic():
+    message = error_of("demo", ["advertisers.1.policy.kwargs.targeting=keyword"])
+    assert "advertisers.1.policy.kwargs.targeting: unknown targeting 'keyword'" in message
+    assert "all, topic" in message
+    scenario = load_scenario("demo", ["advertisers.1.policy.kwargs.targeting=topic"])
+    assert scenario.advertisers[1].policy.kwargs["targeting"] == "topic"
+
+
+def test_policies_tournament_has_a_topic_targeting_variant():
+    variants = expand_variants(load_scenario("policies"))
+    assert set(variants) == {"all_queries", "topic_targeting"}
+    every = variants["all_queries"].advertisers
+    targeted = variants["topic_targeting"].advertisers
+    assert all(a.policy.kwargs.get("targeting", "all") == "all" for a in every)
+    assert all(a.policy.kwargs["targeting"] == "topic" for a in targeted)
+    assert [a.policy.type for a in every] == [a.policy.type for a in targeted]
+
+
 def test_missing_queries_or_advertisers(write):
     assert "queries: no queries — " in error_of("demo", ["queries=[]"])
     assert "advertisers: no advertisers — " in error_of("demo", ["advertisers=[]"])
