@@ -225,6 +225,32 @@ def _welfare(ctx: _Context, sums: pd.DataFrame, out_dir: Path) -> FigureOutput:
     )
 
 
+def scatter_with_fit(
+    ax: Axes, x: Sequence[float], y: Sequence[float], fit: pd.Series, colour: str, paper: str = ""
+) -> None:
+    """Points, the least-squares line of ``fit`` (slope, r2, pearson_r) and its numbers in a box.
+
+    ``paper`` is an extra line for the paper's value, beside ours (Sec. 6.2.2).
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ax.scatter(x, y, s=8, alpha=0.35, color=colour)
+    if np.isfinite(fit["slope"]):
+        xs = np.linspace(np.nanmin(x), np.nanmax(x), 50)
+        ax.plot(
+            xs, np.nanmean(y) + fit["slope"] * (xs - np.nanmean(x)), color="black", linewidth=1.2
+        )
+    ax.text(
+        0.03,
+        0.97,
+        f"slope = {fit['slope']:.2f}\nR² = {fit['r2']:.2f}\nr = {fit['pearson_r']:.2f}"
+        + (f"\n{paper}" if paper else ""),
+        transform=ax.transAxes,
+        va="top",
+        fontsize="small",
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
+    )
+
+
 def _usefulness(ctx: _Context, sums: pd.DataFrame, out_dir: Path) -> FigureOutput:
     series = round_series(sums, "use_sum", "use_n", window=ctx.window)
     if series["mean"].notna().sum() == 0:
@@ -366,21 +392,9 @@ def _utility_vs_contribution(ctx: _Context, out_dir: Path) -> FigureOutput:
         part = adv[(adv["variant"] == variant) & adv["contribution"].notna()]
         fit = fits.loc[variant]
         colour = ctx.colour[variant]
-        ax.scatter(part["contribution"], part["utility"], s=8, alpha=0.35, color=colour)
-        xs = np.linspace(part["contribution"].min(), part["contribution"].max(), 50)
-        ax.plot(xs, fit["intercept"] + fit["slope"] * xs, color="black", linewidth=1.2)
         paper = fit["paper_pearson_r"]
-        paper_text = f"\npaper ({fit['offset']}): r = {paper:.1f}" if np.isfinite(paper) else ""
-        ax.text(
-            0.03,
-            0.97,
-            f"slope = {fit['slope']:.2f}\nR² = {fit['r2']:.2f}\nr = {fit['pearson_r']:.2f}"
-            f"{paper_text}",
-            transform=ax.transAxes,
-            va="top",
-            fontsize="small",
-            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
-        )
+        paper_text = f"paper ({fit['offset']}): r = {paper:.1f}" if np.isfinite(paper) else ""
+        scatter_with_fit(ax, part["contribution"], part["utility"], fit, colour, paper_text)
         ax.set(
             xlabel="contribution: expected reward − reward without her (reward units)",
             ylabel="utility (reward units)",

@@ -16,6 +16,8 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from reports.figures import scatter_with_fit
+
 DPI = 130
 PANEL = (5.4, 3.8)
 STYLE = {"context": "tab:blue", "baseline": "tab:orange"}
@@ -210,24 +212,11 @@ def build_study_figures(
                 fit = fits[(fits["generator"] == generator) & (fits["payments"] == payments)].iloc[
                     0
                 ]
-                x, y = part["contribution"].to_numpy(float), part[column].to_numpy(float)
-                ax.scatter(x, y, s=8, alpha=0.35, color=STYLE.get(generator, "tab:green"))
-                if np.isfinite(fit["slope"]):
-                    xs = np.linspace(np.nanmin(x), np.nanmax(x), 50)
-                    ax.plot(xs, y.mean() + fit["slope"] * (xs - x.mean()), color="black")
                 paper = f"paper: r = {fit['paper_pearson_r']:.1f}"
                 if np.isfinite(fit["paper_slope"]):
                     paper += f", slope {fit['paper_slope']:.2f}, R² {fit['paper_r2']:.2f}"
-                ax.text(
-                    0.03,
-                    0.97,
-                    f"slope = {fit['slope']:.2f}\nR² = {fit['r2']:.2f}\nr = {fit['pearson_r']:.2f}"
-                    f"\n{paper}",
-                    transform=ax.transAxes,
-                    va="top",
-                    fontsize="small",
-                    bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
-                )
+                colour = STYLE.get(generator, "tab:green")
+                scatter_with_fit(ax, part["contribution"], part[column], fit, colour, paper)
                 ax.set(
                     xlabel="contribution: normalized reward (reward units)",
                     ylabel="utility (reward units)",
