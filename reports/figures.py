@@ -16,6 +16,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from reports.colours import advertiser_colours
 from reports.curves import rolling_window, round_series
 from reports.data import RunData
 from reports.tables import (
@@ -62,10 +63,7 @@ class _Context:
         # Advertisers: one colour each; solid when the queries are mostly relevant to them.
         relevance = data.advertisers.groupby("advertiser", sort=False)["relevant"].mean()
         names = list(relevance.index)
-        palette = "tab10" if len(names) <= 10 else ("tab20" if len(names) <= 20 else "husl")
-        self.advertiser_colour = dict(
-            zip(names, sns.color_palette(palette, len(names)), strict=True)
-        )
+        self.advertiser_colour = advertiser_colours(names)
         self.advertiser_style = {n: "-" if relevance[n] >= 0.5 else "--" for n in names}
         self.advertiser_label = {n: f"{n} ({relevance[n]:.0%} relevant)" for n in names}
 

@@ -9,6 +9,13 @@ import numpy as np
 
 from reports.data import RunData, load_run
 from reports.figures import build_figures
+from reports.mentions import (
+    advertiser_display,
+    entrants_display,
+    mention_by_advertiser,
+    mention_by_entrants,
+)
+from reports.replies import replies_html
 from reports.tables import (
     advertiser_table,
     contribution_fits,
@@ -120,7 +127,24 @@ def render_report(data: RunData, out_path: Path) -> Path:
     parts.append("<p>Pooled over seeds and rounds; cumulative utility is averaged over seeds.</p>")
     parts.append(table_html(advertiser_table(data)))
 
-    parts.append("<h2>Dilution table</h2>")
+    parts.append(replies_html(data))
+
+    parts.append("<h2>Brand mentions and dilution</h2>")
+    parts.append(
+        "<p>A mention: the entrant's name, as a whole word in any case, in the returned reply "
+        "(the <code>mentioned</code> columns). The context-aware generator is asked to mention "
+        "every entrant, so with more entrants each gets fewer mentions (dilution, App. B.4). "
+        "Intervals: Wilson 95%, pooled over seeds.</p>"
+    )
+    parts.append("<h3>Per advertiser: share of the rounds she entered that mention her</h3>")
+    parts.append(table_html(advertiser_display(mention_by_advertiser(data))))
+    parts.append("<h3>Per number of entrants</h3>")
+    parts.append(
+        "<p>Mentions per entrant: mentioned entrants / entrant-rounds; the share of returned "
+        "replies that mention at least one entrant. Rounds nobody entered are left out.</p>"
+    )
+    parts.append(table_html(entrants_display(mention_by_entrants(data))))
+    parts.append("<h3>Relevant entrants by number of entrants</h3>")
     parts.append(table_html(dilution_table(data)))
 
     parts.append("<h2>Resolved scenario</h2>")
