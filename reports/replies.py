@@ -3,7 +3,9 @@
 For each variant the report shows, from the run's first seed, the first and the last round, the
 round with the highest revenue and the one with the lowest revenue among rounds with at least one
 entrant (a round nobody enters has revenue 0 by construction and tells nothing about the auction);
-a round picked for several reasons is shown once. Ties go to the earliest round.
+a round picked for several reasons is shown once. Ties go to the earliest round. When none of
+these replies mentions an entrant but some reply of the run does, the first such round is added,
+so that the reader sees what a mention looks like.
 
 Each round shows the query, the entrants, the returned reply with every entrant's name marked
 where the market counts it as a mention (`market.auction.mentions`: a whole word, any case), the
@@ -26,6 +28,7 @@ from reports.data import KEYS, RunData
 from reports.template import meta_list, scroll_box
 
 REASONS = ("first", "last", "highest revenue", "lowest revenue")
+MENTION = "first reply that mentions an entrant"
 
 
 def _names(value: object) -> list[str]:
@@ -39,7 +42,7 @@ def sample_rounds(data: RunData, seed: int | None = None) -> pd.DataFrame:
     """The sampled rounds of every variant for ``seed`` (default: the run's first seed).
 
     One row per (variant, round), rounds in order, with ``why``: the reasons it was picked, from
-    `REASONS`, joined by ", ".
+    `REASONS` and `MENTION`, joined by ", ".
     """
     seed = data.seeds[0] if seed is None else seed
     rows = []
@@ -57,9 +60,13 @@ def sample_rounds(data: RunData, seed: int | None = None) -> pd.DataFrame:
             "highest revenue": part.loc[revenue.idxmax(), "round"],
             "lowest revenue": part.loc[low_pool.idxmin(), "round"],
         }
+        said = part["mentioned"].map(len) > 0
+        if said.any() and not said[part["round"].isin(picks.values())].any():
+            picks[MENTION] = part.loc[said, "round"].iloc[0]
         why: dict[int, list[str]] = {}
-        for reason in REASONS:
-            why.setdefault(int(picks[reason]), []).append(reason)
+        for reason in (*REASONS, MENTION):
+            if reason in picks:
+                why.setdefault(int(picks[reason]), []).append(reason)
         rows += [
             {"variant": variant, "seed": int(seed), "round": r, "why": ", ".join(why[r])}
             for r in sorted(why)
@@ -200,7 +207,8 @@ def replies_html(data: RunData) -> str:
         "<h2>Returned replies</h2>",
         f"<p>Seed {seed}{' (the first of the run)' if len(data.seeds) > 1 else ''}: per variant "
         "the first and last rounds and the rounds with the highest and the lowest revenue (lowest "
-        "among rounds someone entered); a round picked twice is shown once. Each entrant's name "
+        "among rounds someone entered), and the first reply that mentions an entrant when none of "
+        "those does; a round picked twice is shown once. Each entrant's name "
         "is <mark>marked</mark> where the market counts a mention (whole word, any case), in her "
         "own colour. Utility (E[r] − p) is the ex-interim utility (eq. 13); utility gain = utility "
         "− E[r without her], the gain from participation the paper plots (App. C.4, eq. 15), "

@@ -19,6 +19,7 @@ from market.cli import main as admarket
 from reports import build_report, load_run
 from reports.mentions import mention_by_advertiser, mention_by_entrants
 from reports.replies import (
+    MENTION,
     entrant_table,
     highlight_mentions,
     returned_allocation,
@@ -85,6 +86,7 @@ def test_highlighting_agrees_with_the_market_on_every_round(free_riding):
 
 
 def test_sampled_rounds_are_first_last_and_revenue_extremes(free_riding, mixed):
+    added_mention_round = False
     for run in (free_riding, mixed):
         data = load_run(run)
         sample = sample_rounds(data)
@@ -105,11 +107,16 @@ def test_sampled_rounds_are_first_last_and_revenue_extremes(free_riding, mixed):
                 ),
             ):
                 expected.setdefault(int(rnd), []).append(reason)
+            said = r[r.mentioned.map(len) > 0]
+            if len(said) and not set(said["round"]) & set(expected):
+                expected.setdefault(int(said["round"].min()), []).append(MENTION)
+                added_mention_round = True
             got = sample[sample.variant == variant]
             assert list(got["round"]) == sorted(expected)  # each round once, in order
             assert dict(zip(got["round"], got["why"], strict=True)) == {
                 k: ", ".join(v) for k, v in expected.items()
             }
+    assert added_mention_round  # some variant's four picks mention nobody: the 5th pick is tested
 
 
 def test_entrant_money_and_allocation_come_from_the_tables(free_riding, mixed):
