@@ -205,7 +205,7 @@ class Registry(MutableMapping[str, Any]):
             return self._import(kind)
         close = difflib.get_close_matches(kind, list(self._entries), n=1)
         fix = (f"did you mean {close[0]!r}? " if close else "") + (
-            f"known types: {', '.join(self._entries)}"
+            f"known types: {', '.join(sorted(self._entries))}"
         )
         if self.plugins:
             fix += "; or a plug-in class as 'package.module:ClassName'"

@@ -83,7 +83,7 @@ def test_unknown_type_suggests_the_closest_and_lists_the_known(widgets):
         widgets.check({"type": "widgit"})
     err = info.value
     assert err.field == "type" and err.problem == "unknown widget type 'widgit'"
-    assert err.fix == "did you mean 'widget'? known types: widget, gadget"
+    assert err.fix == "did you mean 'widget'? known types: gadget, widget"
     assert str(err) == f"{err.problem} — {err.fix}"
 
 
