@@ -1,4 +1,4 @@
-"""Fixed rules and the threshold rule: always, never, and enter while entering covers its cost."""
+"""Fixed rules and the threshold rule: always, never, and enter while entering pays."""
 
 from __future__ import annotations
 
@@ -61,12 +61,18 @@ class MovingAverage:
 
 @register_policy("threshold")
 class ThresholdPolicy(EntryPolicy):
-    """Enters while the moving average of its in-auction payoff is at least the entry ``cost``.
+    """Enters while the moving average of its in-auction payoff covers the entry ``cost`` plus
+    what staying out pays.
 
-    The average is over the last ``window`` rounds it entered (``average="window"``) or an
-    exponential moving average with weight ``alpha`` on the newest round (``average="ema"``).
-    Until it has entered once it enters. Once the average drops below ``cost`` it stays out, and
-    re-enters with probability ``epsilon`` each round to refresh its estimate.
+    What staying out pays is the moving average of the outside option's reward over the rounds
+    it stayed out and observed one (a scenario with ``outside_option: true``); without an outside
+    option staying out pays 0, so it enters while the in-auction average is at least ``cost``.
+    The averages are over the last ``window`` rounds of each kind (``average="window"``) or
+    exponential moving averages with weight ``alpha`` on the newest round (``average="ema"``).
+    Until it has entered once it enters. Once entering stops paying it stays out, and re-enters
+    with probability ``epsilon`` each round to refresh its estimate. It learns what staying out
+    pays only in rounds it stays out: while entering covers the cost it never tries the outside
+    option (the bandit policies try both arms).
     """
 
     checks = {
@@ -96,21 +102,29 @@ class ThresholdPolicy(EntryPolicy):
         self.window = self.checked("window", window)
         self.alpha = self.checked("alpha", alpha)
         self._in = MovingAverage(self.average, self.window, self.alpha)
+        self._out = MovingAverage(self.average, self.window, self.alpha)
 
     def _observe(self, record: RoundRecord) -> None:
-        if not record.entered:
-            return
         payoff = record.payoff(self.learn_from)
         if not math.isfinite(payoff):
             return
-        self._in.add(payoff)
+        if record.entered:
+            self._in.add(payoff)
+        elif math.isfinite(record.outside_reward):
+            self._out.add(payoff)
 
     @property
     def estimate(self) -> float | None:
         """Current average in-auction payoff, or None before the first entry."""
         return self._in.value
 
+    @property
+    def outside_estimate(self) -> float | None:
+        """Current average outside-option reward, or None before one was observed."""
+        return self._out.value
+
     def _decide(self, history, neighbors) -> bool:
         explore = self.rng.random() < self.epsilon
-        estimate = self.estimate
-        return estimate is None or estimate >= self.cost or explore
+        estimate, outside = self.estimate, self.outside_estimate
+        bar = self.cost if outside is None else self.cost + outside
+        return estimate is None or estimate >= bar or explore
