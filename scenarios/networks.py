@@ -71,11 +71,18 @@ class WattsStrogatz(Network):
     @classmethod
     def check_nodes(cls, settings: dict[str, Any], n: int) -> None:
         k = settings.get("k", 2)
-        if not (isinstance(k, int) and not isinstance(k, bool) and 2 <= k < n):
+        if n < 3:
             raise SettingError(
                 "k",
-                f"k (neighbors per node) must be an integer in [2, {n - 1}] for {n} "
-                f"advertisers, got {k!r}",
+                f"a Watts–Strogatz graph needs at least 3 advertisers (2 <= k < n), this "
+                f"scenario has {n}",
+                "use network type complete or ring",
+            )
+        if not (isinstance(k, int) and not isinstance(k, bool) and 2 <= k < n):
+            allowed = "2" if n == 3 else f"an integer in [2, {n - 1}]"
+            raise SettingError(
+                "k",
+                f"k (neighbors per node) must be {allowed} for {n} advertisers, got {k!r}",
                 "lower k or use network type complete",
             )
 

@@ -8,8 +8,9 @@ Validation goes through the same registries the simulation builds from (``market
 mechanisms, entry policies (registered or plug-in classes), report strategies and networks are
 checked by name, by their constructors' signatures and by the classes' own pure validators, so a
 scenario that validates can be built, and validating builds nothing. Engines are checked by name
-(their classes may import torch). Problems are raised as ``FieldError`` and turned into one-line
-``ScenarioError`` messages by ``scenarios.loader``.
+(their classes may import torch). Sizes are bounded (``MAX_ROUNDS``, ``MAX_SEED``, and the
+mechanisms' ``MAX_CANDIDATES`` / ``MAX_TOKENS``). Problems are raised as ``FieldError`` and turned
+into one-line ``ScenarioError`` messages by ``scenarios.loader``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from agents.policies import TARGETING, check_policy
 from agents.strategies import STRATEGIES
 from market.engines import ENGINES
 from market.engines.base import Catalog
-from market.mechanisms import MECHANISMS
+from market.mechanisms import MAX_TOKENS, MECHANISMS
 from market.registry import SettingError, SpecError
 from scenarios.errors import FieldError, join_path
 from scenarios.networks import NETWORKS
 from scenarios.paths import split_path
 
 ENGINE_TYPES = tuple(ENGINES)
+# Seeds are stored in int64 columns (parquet) and seed numpy's SeedSequence.
+MAX_SEED = 2**63 - 1
+# Ten million rounds: ~1 hour at the synthetic market's ~3,000 rounds/s and ~10^8 advertiser rows
+# with ten advertisers; past that, replicate with seeds (a sweep) instead of one longer run.
+MAX_ROUNDS = 10_000_000
 # Entropy mixed with the scenario seed for the observation graph, apart from the run's streams.
 NETWORK_ENTROPY = 0x6E6574
 _ONE_WORD = re.compile(r"^[^\s,]+$")
@@ -41,6 +47,18 @@ _VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 def _component_error(err: SpecError, what: str) -> FieldError:
     """A registry's SpecError as a FieldError at the same place inside the component spec."""
     return FieldError(err.field, err.problem, err.fix or f"fix the {what} kwargs")
+
+
+def _not_blank(text: str, fix: str) -> str:
+    if not text.strip():
+        raise FieldError("", "is empty or only whitespace", fix)
+    return text
+
+
+def _at_most(value: int, maximum: int, name: str, why: str) -> int:
+    if value > maximum:
+        raise FieldError("", f"{name} {value} is above the limit {maximum:,}", why)
+    return value
 
 
 class _Strict(BaseModel):
@@ -60,6 +78,16 @@ class QuerySpec(_Strict):
     text: str = Field(min_length=1)
     topic: str = Field(min_length=1)
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+    @field_validator("text")
+    @classmethod
+    def _a_question(cls, text: str) -> str:
+        return _not_blank(text, "write the user's question, e.g. How can I learn the guitar?")
+
+    @field_validator("topic")
+    @classmethod
+    def _a_topic(cls, topic: str) -> str:
+        return _not_blank(topic, "name the query's topic, e.g. music")
 
 
 class AdvertiserSpec(_Strict):
@@ -84,6 +112,11 @@ class AdvertiserSpec(_Strict):
                 "write it like MusicMastery",
             )
         return name
+
+    @field_validator("description")
+    @classmethod
+    def _a_description(cls, description: str) -> str:
+        return _not_blank(description, "say what the brand sells, e.g. offering music lessons")
 
     @field_validator("policy")
     @classmethod
@@ -115,8 +148,31 @@ class SamplingSpec(_Strict):
     """How candidate replies are sampled (the paper: temperature 0.8, top-p 0.95)."""
 
     temperature: float = Field(default=0.8, gt=0, allow_inf_nan=False)
-    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_p: float = 0.95
     max_new_tokens: int = Field(default=48, ge=1)
+
+    @field_validator("top_p")
+    @classmethod
+    def _nucleus(cls, top_p: float) -> float:
+        if not 0 < top_p <= 1:  # NaN fails too
+            raise FieldError(
+                "",
+                f"top_p must be a number in (0, 1], got {top_p!r}",
+                "it keeps the most likely tokens up to that probability; use e.g. 0.95 "
+                "(1: full support)",
+            )
+        return top_p
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _bounded_reply(cls, tokens: int) -> int:
+        return _at_most(
+            tokens,
+            MAX_TOKENS,
+            "max_new_tokens",
+            "ad replies are tens to hundreds of tokens; a longer reply leaves no room for the "
+            "prompt in the embedded model's 8192-token context",
+        )
 
 
 class NetworkSpec(_Strict):
@@ -152,6 +208,29 @@ class Scenario(_Strict):
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     _source: str = PrivateAttr(default="<scenario>")
+
+    @field_validator("rounds")
+    @classmethod
+    def _bounded_rounds(cls, rounds: int) -> int:
+        return _at_most(
+            rounds,
+            MAX_ROUNDS,
+            "rounds",
+            "a run that long takes hours and fills the disk; run more seeds instead "
+            "(admarket sweep)",
+        )
+
+    @field_validator("seed")
+    @classmethod
+    def _int64_seed(cls, seed: int) -> int:
+        if seed > MAX_SEED:
+            raise FieldError(
+                "",
+                f"seed {seed} does not fit in 64 bits: seeds are stored as int64, at most "
+                f"2^63 - 1 = {MAX_SEED}",
+                "use a smaller seed, e.g. seed: 0",
+            )
+        return seed
 
     @field_validator("engine")
     @classmethod

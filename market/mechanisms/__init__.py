@@ -35,6 +35,8 @@ from market.registry import (
 
 __all__ = [
     "GENERATORS",
+    "MAX_CANDIDATES",
+    "MAX_TOKENS",
     "MECHANISMS",
     "RULES",
     "MosaicMechanism",
@@ -51,6 +53,15 @@ __all__ = [
 ]
 
 GENERATORS = ("context", "reference")
+# M, the candidates per auction: the paper uses M <= 20 and the importance-sampling error of the
+# allocation falls like 1/sqrt(M) (eq. 10), so 1024 leaves room for convergence studies while a
+# million (13 s a round, 3.5 GB to report) is refused.
+MAX_CANDIDATES = 1024
+# Reply length in tokens (sampling.max_new_tokens, token_auction max_tokens): ad replies are tens
+# to hundreds of tokens; 4096 stays inside the embedded SmolLM2's 8192-token context with the
+# prompt, and each token is one engine call per round in the token auction.
+MAX_TOKENS = 4096
+
 MECHANISMS = Registry("mechanism")
 
 
@@ -87,7 +98,11 @@ class MosaicMechanism(_Settings):
         "generator": one_of(
             GENERATORS, fix="context: candidates from π_con, reference: from π_ref (Sec. 4.1)"
         ),
-        "candidates": integer(1),
+        "candidates": integer(
+            1,
+            MAX_CANDIDATES,
+            fix="the paper uses M <= 20; the allocation's error falls like 1/sqrt(M) (eq. 10)",
+        ),
     }
 
     def outcome(
@@ -113,7 +128,12 @@ class TokenAuctionMechanism(_Settings):
     checks = {
         "rule": one_of(RULES),
         "reference_weight": nonnegative(),
-        "max_tokens": integer(1, allow_none=True),
+        "max_tokens": integer(
+            1,
+            MAX_TOKENS,
+            allow_none=True,
+            fix="null uses sampling.max_new_tokens; each token is one engine call",
+        ),
     }
 
     def step(
