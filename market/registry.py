@@ -72,10 +72,11 @@ class SettingError(ValueError):
 
 
 def read_spec(
-    spec: Any, what: str, error: type[SpecError] = SpecError
+    spec: Any, what: str, error: type[SpecError] = SpecError, known: Sequence[str] = ()
 ) -> tuple[str, dict[str, Any]]:
     """``(type, kwargs)`` of a ``{type, kwargs}`` mapping or of an object with ``.type`` and
-    ``.kwargs`` (a pydantic ``ComponentSpec``); kwargs may be absent or None."""
+    ``.kwargs`` (a pydantic ``ComponentSpec``); kwargs may be absent or None. ``known`` (the
+    registered types) is listed when the type is missing."""
     if isinstance(spec, Mapping):
         unknown = sorted(str(key) for key in set(spec) - {"type", "kwargs"})
         if unknown:
@@ -95,7 +96,11 @@ def read_spec(
             f"write {{type: <{what} type>, kwargs: {{...}}}}",
         )
     if not isinstance(kind, str) or not kind:
-        raise error("type", f"{what} spec needs a 'type' naming the {what}, got {kind!r}", "")
+        raise error(
+            "type",
+            f"{what} spec needs a 'type' naming the {what}, got {kind!r}",
+            f"known types: {', '.join(sorted(known))}" if known else "",
+        )
     if kwargs is None:
         kwargs = {}
     if not isinstance(kwargs, Mapping):
@@ -194,7 +199,7 @@ class Registry(MutableMapping[str, Any]):
 
     def read(self, spec: Any) -> tuple[str, dict[str, Any]]:
         """``(type, kwargs)`` of a spec (see ``read_spec``)."""
-        return read_spec(spec, self.what, self.error)
+        return read_spec(spec, self.what, self.error, known=list(self._entries))
 
     def load(self, kind: str) -> type:
         """The class a type names: registered (imported now when lazy) or a plug-in path."""

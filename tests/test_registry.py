@@ -141,6 +141,8 @@ def test_malformed_specs(widgets, spec, field, message):
     with pytest.raises(SpecError) as info:
         widgets.check(spec)
     assert info.value.field == field and message in str(info.value)
+    if field == "type":
+        assert info.value.fix == "known types: gadget, widget"
 
 
 def test_lazy_registries_import_only_what_is_used():
