@@ -1,7 +1,7 @@
 """Advertiser side of the market: histories, entry policies and report strategies.
 
 Kept light (numpy only) so that ``scenarios`` can validate policies and strategies without
-importing mesa.
+importing mesa; the Mesa agent lives in ``agents.advertiser``.
 """
 
 from agents.policies import (
@@ -11,6 +11,7 @@ from agents.policies import (
     EntryRule,
     TopicTargeting,
     build_policy,
+    check_policy,
     register_policy,
 )
 from agents.records import RoundRecord
@@ -27,6 +28,7 @@ __all__ = [
     "TopicTargeting",
     "build_policy",
     "build_strategy",
+    "check_policy",
     "register_policy",
     "register_strategy",
 ]

@@ -17,26 +17,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.policies import check_kwargs, spec_parts
-
-STRATEGIES: dict[str, type[ReportStrategy]] = {}
+from market.registry import CheckedSettings, Registry, finite, nonnegative, positive
 
 
-def register_strategy(name: str) -> Callable[[type[ReportStrategy]], type[ReportStrategy]]:
-    """Class decorator: make a ``ReportStrategy`` subclass buildable as ``{type: name}``."""
+class ReportStrategy(CheckedSettings, ABC):
+    """Base class. ``report`` returns a new float array shaped like ``true_rewards``.
 
-    def register(cls: type[ReportStrategy]) -> type[ReportStrategy]:
-        if name in STRATEGIES:
-            raise ValueError(f"strategy type {name!r} is already registered; pick another name")
-        cls.name = name
-        STRATEGIES[name] = cls
-        return cls
-
-    return register
-
-
-class ReportStrategy(ABC):
-    """Base class. ``report`` returns a new float array shaped like ``true_rewards``."""
+    Settings are keyword-only constructor arguments validated by ``checks`` (pure: a scenario is
+    validated without building its strategies); a strategy that draws sets ``needs_rng`` and
+    takes the generator as the keyword ``rng``.
+    """
 
     name: ClassVar[str] = "base"
     needs_rng: ClassVar[bool] = False
@@ -60,6 +50,16 @@ class ReportStrategy(ABC):
         """Transform the value scale (the result is clipped at 0)."""
 
 
+STRATEGIES = Registry(
+    "strategy", base=ReportStrategy, base_name="agents.ReportStrategy", injected=("rng",)
+)
+
+
+def register_strategy(name: str) -> Callable[[type[ReportStrategy]], type[ReportStrategy]]:
+    """Class decorator: make a ``ReportStrategy`` subclass buildable as ``{type: name}``."""
+    return STRATEGIES.register(name)
+
+
 @register_strategy("truthful")
 class Truthful(ReportStrategy):
     """Reports the true rewards and bids the value scale (dominant under MOSAIC, Theorem 5.1)."""
@@ -75,10 +75,10 @@ class Truthful(ReportStrategy):
 class Scale(ReportStrategy):
     """Reports ``factor`` · r_i and bids ``factor`` · v_i (factor > 1 overstates)."""
 
+    checks = {"factor": positive()}
+
     def __init__(self, *, factor: float = 1.0) -> None:
-        if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
-            raise ValueError(f"factor must be a finite number > 0, got {factor!r}")
-        self.factor = float(factor)
+        self.factor = self.checked("factor", factor)
 
     def _report(self, rewards: np.ndarray) -> np.ndarray:
         return rewards * self.factor
@@ -94,10 +94,10 @@ class Shift(ReportStrategy):
     A constant shift leaves MOSAIC's allocation unchanged (softmax is shift-invariant).
     """
 
+    checks = {"amount": finite()}
+
     def __init__(self, *, amount: float = 0.0) -> None:
-        if not (isinstance(amount, int | float) and math.isfinite(amount)):
-            raise ValueError(f"amount must be a finite number, got {amount!r}")
-        self.amount = float(amount)
+        self.amount = self.checked("amount", amount)
 
     def _report(self, rewards: np.ndarray) -> np.ndarray:
         return rewards + self.amount
@@ -114,17 +114,16 @@ class Noise(ReportStrategy):
     """
 
     needs_rng = True
+    checks = {"sigma": nonnegative()}
 
     def __init__(self, *, rng: np.random.Generator, sigma: float = 1.0) -> None:
         if not isinstance(rng, np.random.Generator):
             raise ValueError(
-                "strategy 'noise' needs an rng: call build_strategy(spec, rng) with a "
+                "needs an rng: call build_strategy(spec, rng) with a "
                 f"numpy.random.Generator, got {type(rng).__name__}"
             )
-        if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma >= 0):
-            raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
         self.rng = rng
-        self.sigma = float(sigma)
+        self.sigma = self.checked("sigma", sigma)
 
     def _report(self, rewards: np.ndarray) -> np.ndarray:
         return rewards + self.sigma * self.rng.standard_normal(rewards.shape)
@@ -138,12 +137,7 @@ def build_strategy(spec: Any, rng: np.random.Generator | None = None) -> ReportS
 
     ``rng`` is required by strategies that draw (``noise``) and ignored by the others.
     """
-    kind, kwargs = spec_parts(spec, "strategy")
-    if kind not in STRATEGIES:
-        raise ValueError(f"unknown strategy type {kind!r}; known: {', '.join(STRATEGIES)}")
-    cls = STRATEGIES[kind]
-    check_kwargs(cls, kwargs, f"strategy {kind!r}")
-    try:
-        return cls(**kwargs, rng=rng) if cls.needs_rng else cls(**kwargs)
-    except ValueError as err:
-        raise ValueError(f"strategy {kind!r}: {err}") from err
+    checked = STRATEGIES.check(spec)
+    if checked.cls.needs_rng:
+        return STRATEGIES.construct(checked, rng=rng)
+    return STRATEGIES.construct(checked)

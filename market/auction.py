@@ -185,14 +185,13 @@ def run_round(
     or the shared uniform of every token position (token auction). ``observers`` are absent
     advertisers whose true reward for the returned reply is recorded (the outside option).
     """
-    if isinstance(mechanism, MosaicMechanism):
-        return _run_mosaic(engine, mechanism, query, bidders, sampling, seed, rng, observers)
-    if isinstance(mechanism, TokenAuctionMechanism):
-        return _run_token_auction(engine, mechanism, query, bidders, sampling, rng, observers)
-    raise TypeError(
-        f"mechanism must be a MosaicMechanism or TokenAuctionMechanism (build it with "
-        f"build_mechanism), got {type(mechanism).__name__}"
-    )
+    run = ROUNDS.get(getattr(mechanism, "name", None))
+    if run is None:
+        raise TypeError(
+            f"mechanism must be one of the registered mechanisms ({', '.join(ROUNDS)}; build it "
+            f"with build_mechanism), got {type(mechanism).__name__}"
+        )
+    return run(engine, mechanism, query, bidders, sampling, seed, rng, observers)
 
 
 def _score_prompts(query: str, bidders: Sequence[Bidder], observers: Sequence[Bidder]):
@@ -296,10 +295,13 @@ def _run_token_auction(
     query: str,
     bidders: Sequence[Bidder],
     sampling: SamplingParams,
+    seed: int,
     rng: np.random.Generator,
     observers: Sequence[Bidder],
 ) -> RoundOutcome:
-    """Token-by-token auction (Duetting et al.): stable sampling, critical-bid payments."""
+    """Token-by-token auction (Duetting et al.): stable sampling, critical-bid payments.
+
+    Every token is drawn with ``rng``'s uniforms; the engine's sampling ``seed`` is not used."""
     clock = _EngineClock()
     n = len(bidders)
     step_prompts = _score_prompts(query, bidders, ())
@@ -360,3 +362,10 @@ def _run_token_auction(
         outside_rewards=observer_rewards[:, 0],
         engine_seconds=clock.seconds,
     )
+
+
+# The round of each registered mechanism, by its name (``MECHANISMS``).
+ROUNDS: dict[str, Callable[..., RoundOutcome]] = {
+    MosaicMechanism.name: _run_mosaic,
+    TokenAuctionMechanism.name: _run_token_auction,
+}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import reprlib
 import typing
 from collections.abc import Sequence
 from importlib import resources
@@ -25,9 +26,11 @@ from pydantic import BaseModel, ValidationError
 from scenarios.compact import expand_compact_forms
 from scenarios.errors import FieldError, ScenarioError, join_path
 from scenarios.paths import Override, parse_override, set_path, split_path
+from scenarios.safe_yaml import MAX_YAML_NODES, UniqueKeyLoader, check_expansion, decode
 from scenarios.schema import Scenario
 
 __all__ = [
+    "MAX_YAML_NODES",
     "ScenarioError",
     "builtin_names",
     "dump_scenario",
@@ -67,7 +70,7 @@ def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Sc
             parsed.append(parse_override(text))
         except FieldError as err:
             raise ScenarioError(
-                f"--set {text}", err.path or "override", err.problem, err.fix
+                f"--set {_shown(text)}", err.path or "override", err.problem, err.fix
             ) from err
     return scenario_from_dict(_read_yaml(path, origin), origin, parsed)
 
@@ -132,7 +135,7 @@ def _apply(data: dict[str, Any], overrides: Sequence[Override], origin: str) -> 
             set_path(data, override.path, copy.deepcopy(override.value))
         except FieldError as err:
             raise ScenarioError(
-                f"{origin} (--set {override.text})", err.path, err.problem, err.fix
+                f"{origin} (--set {_shown(override.text)})", err.path, err.problem, err.fix
             ) from err
 
 
@@ -164,8 +167,14 @@ def _blame(origin: str, path: str, overrides: Sequence[Override]) -> str:
     for override in overrides:
         n = min(len(faulty), len(override.path))
         if path and faulty[:n] == override.path[:n]:
-            return f"{origin} (--set {override.text})"
+            return f"{origin} (--set {_shown(override.text)})"
     return origin
+
+
+def _shown(text: str) -> str:
+    """An override as messages show it: on one line, at most 60 characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str, str]:
@@ -186,10 +195,16 @@ def _describe(error: dict[str, Any]) -> tuple[str, str, str]:
     if kind == "missing":
         return where, "missing required field", f"add {loc[-1]}: ..."
     message = error["msg"]
-    shown = repr(error.get("input"))
+    shown = _SHORT.repr(error.get("input"))  # bounded work and length whatever the input's size
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return where, f"{message}, got {shown}", _FIXES.get(kind, "correct the value")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 2
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
 
 
 _FIXES = {
@@ -256,30 +271,24 @@ def _builtin_path(name: str) -> tuple[str, Path]:
     return f"builtin/{name}.yaml", Path(str(resource))
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key repeated in one mapping instead of keeping the last."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _read_yaml(path: Path, origin: str) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode(path.read_bytes())
     except OSError as err:
         raise ScenarioError(
             origin, "file", f"cannot read ({err.strerror})", "check the path"
         ) from err
+    except FieldError as err:
+        raise ScenarioError(origin, err.path, err.problem, err.fix) from err
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
+        check_expansion(data)
+    except FieldError as err:
+        raise ScenarioError(origin, err.path or "file", err.problem, err.fix) from err
+    except RecursionError as err:
+        raise ScenarioError(
+            origin, "file", "the YAML is nested too deeply", "flatten the lists and mappings"
+        ) from err
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = f"line {mark.line + 1}" if mark is not None else "YAML"

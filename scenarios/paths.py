@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from scenarios.errors import FieldError
+from scenarios.safe_yaml import check_expansion
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,19 @@ def parse_override(text: str) -> Override:
     if not raw_path.strip():
         raise FieldError("", f"override {text!r} has no path before '='", example)
     path = split_path(raw_path)
+    shown = raw_value if len(raw_value) <= 60 else raw_value[:57] + "..."
     try:
         value = yaml.safe_load(raw_value) if raw_value.strip() else None
+        check_expansion(value)
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err)
         raise FieldError(
-            "", f"override value {raw_value!r} is not valid YAML ({problem})", "quote it"
+            "", f"override value {shown!r} is not valid YAML ({problem})", "quote it"
         ) from err
+    except FieldError as err:
+        raise FieldError(".".join(path), err.problem, err.fix) from err
+    except RecursionError as err:
+        raise FieldError(".".join(path), "the value is nested too deeply", "flatten it") from err
     return Override(text=text, path=path, value=value)
 
 

@@ -4,17 +4,17 @@ A scenario fixes the engine, the mechanism, the sampling parameters, the query m
 advertisers (brand, topics, value scale v_i, entry policy, report strategy), the observation graph
 the policies may look at, and named variants (dotted-path overrides of the base scenario).
 
-Validation goes through the same registries the simulation builds from: the mechanism registry
-(``market.mechanisms.build_mechanism``), the policy and strategy registries (``agents``), and the
-list of engine types — so a scenario that validates can be built. Problems are raised as
-``FieldError`` and turned into one-line ``ScenarioError`` messages by ``scenarios.loader``.
+Validation goes through the same registries the simulation builds from (``market.registry``):
+mechanisms, entry policies (registered or plug-in classes), report strategies and networks are
+checked by name, by their constructors' signatures and by the classes' own pure validators, so a
+scenario that validates can be built, and validating builds nothing. Engines are checked by name
+(their classes may import torch). Sizes are bounded (``MAX_ROUNDS``, ``MAX_SEED``, and the
+mechanisms' ``MAX_CANDIDATES`` / ``MAX_TOKENS``). Problems are raised as ``FieldError`` and turned
+into one-line ``ScenarioError`` messages by ``scenarios.loader``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
 import re
 from typing import Any
 
@@ -22,30 +22,43 @@ import networkx as nx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from agents.policies import POLICIES, TARGETING, build_policy
-from agents.strategies import STRATEGIES, build_strategy
+from agents.policies import TARGETING, check_policy
+from agents.strategies import STRATEGIES
+from market.engines import ENGINES
 from market.engines.base import Catalog
-from market.mechanisms import MECHANISMS, build_mechanism
+from market.mechanisms import MAX_TOKENS, MECHANISMS
+from market.registry import SettingError, SpecError
 from scenarios.errors import FieldError, join_path
+from scenarios.networks import NETWORKS
 from scenarios.paths import split_path
 
-ENGINE_TYPES = ("hf", "synthetic", "vllm")
-NETWORK_TYPES = ("complete", "ring", "watts_strogatz", "erdos_renyi", "none")
-NETWORK_KWARGS = {
-    "complete": (),
-    "ring": (),
-    "watts_strogatz": ("k", "p"),
-    "erdos_renyi": ("p",),
-    "none": (),
-}
+ENGINE_TYPES = tuple(ENGINES)
+# Seeds are stored in int64 columns (parquet) and seed numpy's SeedSequence.
+MAX_SEED = 2**63 - 1
+# Ten million rounds: ~1 hour at the synthetic market's ~3,000 rounds/s and ~10^8 advertiser rows
+# with ten advertisers; past that, replicate with seeds (a sweep) instead of one longer run.
+MAX_ROUNDS = 10_000_000
 # Entropy mixed with the scenario seed for the observation graph, apart from the run's streams.
 NETWORK_ENTROPY = 0x6E6574
 _ONE_WORD = re.compile(r"^[^\s,]+$")
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _component_error(err: SpecError, what: str) -> FieldError:
+    """A registry's SpecError as a FieldError at the same place inside the component spec."""
+    return FieldError(err.field, err.problem, err.fix or f"fix the {what} kwargs")
+
+
+def _not_blank(text: str, fix: str) -> str:
+    if not text.strip():
+        raise FieldError("", "is empty or only whitespace", fix)
+    return text
+
+
+def _at_most(value: int, maximum: int, name: str, why: str) -> int:
+    if value > maximum:
+        raise FieldError("", f"{name} {value} is above the limit {maximum:,}", why)
+    return value
 
 
 class _Strict(BaseModel):
@@ -65,6 +78,16 @@ class QuerySpec(_Strict):
     text: str = Field(min_length=1)
     topic: str = Field(min_length=1)
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+    @field_validator("text")
+    @classmethod
+    def _a_question(cls, text: str) -> str:
+        return _not_blank(text, "write the user's question, e.g. How can I learn the guitar?")
+
+    @field_validator("topic")
+    @classmethod
+    def _a_topic(cls, topic: str) -> str:
+        return _not_blank(topic, "name the query's topic, e.g. music")
 
 
 class AdvertiserSpec(_Strict):
@@ -90,13 +113,14 @@ class AdvertiserSpec(_Strict):
             )
         return name
 
+    @field_validator("description")
+    @classmethod
+    def _a_description(cls, description: str) -> str:
+        return _not_blank(description, "say what the brand sells, e.g. offering music lessons")
+
     @field_validator("policy")
     @classmethod
-    def _buildable_policy(cls, spec: ComponentSpec) -> ComponentSpec:
-        if spec.type not in POLICIES:
-            raise FieldError(
-                "type", f"unknown policy {spec.type!r}", f"known policies: {', '.join(POLICIES)}"
-            )
+    def _valid_policy(cls, spec: ComponentSpec) -> ComponentSpec:
         targeting = spec.kwargs.get("targeting", "all")
         if targeting not in TARGETING:
             raise FieldError(
@@ -105,24 +129,18 @@ class AdvertiserSpec(_Strict):
                 f"use one of: {', '.join(TARGETING)} (topic: one policy per query topic)",
             )
         try:
-            build_policy(spec, np.random.default_rng(0))
-        except ValueError as err:
-            raise FieldError("kwargs", str(err), "fix the policy kwargs") from err
+            check_policy(spec)
+        except SpecError as err:
+            raise _component_error(err, "policy") from err
         return spec
 
     @field_validator("strategy")
     @classmethod
-    def _buildable_strategy(cls, spec: ComponentSpec) -> ComponentSpec:
-        if spec.type not in STRATEGIES:
-            raise FieldError(
-                "type",
-                f"unknown strategy {spec.type!r}",
-                f"known strategies: {', '.join(STRATEGIES)}",
-            )
+    def _valid_strategy(cls, spec: ComponentSpec) -> ComponentSpec:
         try:
-            build_strategy(spec, np.random.default_rng(0))
-        except ValueError as err:
-            raise FieldError("kwargs", str(err), "fix the strategy kwargs") from err
+            STRATEGIES.check(spec)
+        except SpecError as err:
+            raise _component_error(err, "strategy") from err
         return spec
 
 
@@ -130,8 +148,31 @@ class SamplingSpec(_Strict):
     """How candidate replies are sampled (the paper: temperature 0.8, top-p 0.95)."""
 
     temperature: float = Field(default=0.8, gt=0, allow_inf_nan=False)
-    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_p: float = 0.95
     max_new_tokens: int = Field(default=48, ge=1)
+
+    @field_validator("top_p")
+    @classmethod
+    def _nucleus(cls, top_p: float) -> float:
+        if not 0 < top_p <= 1:  # NaN fails too
+            raise FieldError(
+                "",
+                f"top_p must be a number in (0, 1], got {top_p!r}",
+                "it keeps the most likely tokens up to that probability; use e.g. 0.95 "
+                "(1: full support)",
+            )
+        return top_p
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _bounded_reply(cls, tokens: int) -> int:
+        return _at_most(
+            tokens,
+            MAX_TOKENS,
+            "max_new_tokens",
+            "ad replies are tens to hundreds of tokens; a longer reply leaves no room for the "
+            "prompt in the embedded model's 8192-token context",
+        )
 
 
 class NetworkSpec(_Strict):
@@ -140,28 +181,12 @@ class NetworkSpec(_Strict):
     type: str = "complete"
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, kind: str) -> str:
-        if kind not in NETWORK_TYPES:
-            raise FieldError(
-                "", f"unknown network {kind!r}", f"known networks: {', '.join(NETWORK_TYPES)}"
-            )
-        return kind
-
     @model_validator(mode="after")
-    def _known_kwargs(self) -> NetworkSpec:
-        valid = NETWORK_KWARGS[self.type]
-        for key in self.kwargs:
-            if key not in valid:
-                raise FieldError(
-                    join_path("kwargs", key),
-                    f"network {self.type!r} takes no kwarg {key!r}",
-                    f"valid kwargs: {', '.join(valid) or 'none'}",
-                )
-        p = self.kwargs.get("p", 0.5)
-        if not (_is_number(p) and 0 <= p <= 1):
-            raise FieldError("kwargs.p", f"must be a probability in [0, 1], got {p!r}", "e.g. 0.3")
+    def _valid_network(self) -> NetworkSpec:
+        try:
+            NETWORKS.check(self)
+        except SpecError as err:
+            raise _component_error(err, "network") from err
         return self
 
 
@@ -184,45 +209,45 @@ class Scenario(_Strict):
 
     _source: str = PrivateAttr(default="<scenario>")
 
+    @field_validator("rounds")
+    @classmethod
+    def _bounded_rounds(cls, rounds: int) -> int:
+        return _at_most(
+            rounds,
+            MAX_ROUNDS,
+            "rounds",
+            "a run that long takes hours and fills the disk; run more seeds instead "
+            "(admarket sweep)",
+        )
+
+    @field_validator("seed")
+    @classmethod
+    def _int64_seed(cls, seed: int) -> int:
+        if seed > MAX_SEED:
+            raise FieldError(
+                "",
+                f"seed {seed} does not fit in 64 bits: seeds are stored as int64, at most "
+                f"2^63 - 1 = {MAX_SEED}",
+                "use a smaller seed, e.g. seed: 0",
+            )
+        return seed
+
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, spec: ComponentSpec) -> ComponentSpec:
-        if spec.type not in ENGINE_TYPES:
+        if spec.type not in ENGINES:
             raise FieldError(
-                "type", f"unknown engine {spec.type!r}", f"known engines: {', '.join(ENGINE_TYPES)}"
+                "type", f"unknown engine {spec.type!r}", f"known engines: {', '.join(ENGINES)}"
             )
         return spec
 
     @field_validator("mechanism")
     @classmethod
-    def _buildable_mechanism(cls, spec: ComponentSpec) -> ComponentSpec:
-        if spec.type not in MECHANISMS:
-            raise FieldError(
-                "type",
-                f"unknown mechanism {spec.type!r}",
-                f"known mechanisms: {', '.join(MECHANISMS)}",
-            )
-        known = [f.name for f in dataclasses.fields(MECHANISMS[spec.type])]
-        for key in spec.kwargs:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                raise FieldError(
-                    join_path("kwargs", key),
-                    f"mechanism {spec.type!r} has no kwarg {key!r}",
-                    (f"did you mean {close[0]!r}? " if close else "")
-                    + f"valid kwargs: {', '.join(known)}",
-                )
-        tau = spec.kwargs.get("tau", 1.0)
-        if not (_is_number(tau) and math.isfinite(tau) and tau > 0):
-            raise FieldError(
-                "kwargs.tau",
-                f"tau must be a finite number > 0, got {tau!r}",
-                "tau weighs the reference LLM (eq. 1); use e.g. tau: 1.0",
-            )
+    def _valid_mechanism(cls, spec: ComponentSpec) -> ComponentSpec:
         try:
-            build_mechanism({"type": spec.type, "kwargs": dict(spec.kwargs)})
-        except ValueError as err:
-            raise FieldError("kwargs", str(err), "fix the mechanism kwargs") from err
+            MECHANISMS.check(spec)
+        except SpecError as err:
+            raise _component_error(err, "mechanism") from err
         return spec
 
     @field_validator("queries")
@@ -301,16 +326,11 @@ class Scenario(_Strict):
                     f"advertiser name {advertiser.name!r} is also a topic",
                     "rename the advertiser or the topic: graph nodes must be distinct",
                 )
-        if self.network.type == "watts_strogatz":
-            k = self.network.kwargs.get("k", 2)
-            n = len(self.advertisers)
-            if not (isinstance(k, int) and not isinstance(k, bool) and 2 <= k < n):
-                raise FieldError(
-                    "network.kwargs.k",
-                    f"k (neighbors per node) must be an integer in [2, {n - 1}] for {n} "
-                    f"advertisers, got {k!r}",
-                    "lower k or use network type complete",
-                )
+        try:
+            network = NETWORKS.load(self.network.type)
+            network.check_nodes(self.network.kwargs, len(self.advertisers))
+        except SettingError as err:
+            raise FieldError(join_path("network.kwargs", err.name), err.problem, err.fix) from err
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -362,19 +382,7 @@ class Scenario(_Strict):
         """Who observes whom, over advertiser names (``network``). Random graphs draw from a
         generator seeded by ``seed`` alone, so every variant of a scenario sees the same graph."""
         names = [a.name for a in self.advertisers]
-        kind, kwargs = self.network.type, self.network.kwargs
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, NETWORK_ENTROPY]))
-        if kind == "complete":
-            graph = nx.complete_graph(len(names))
-        elif kind == "ring":
-            graph = nx.cycle_graph(len(names))
-        elif kind == "watts_strogatz":
-            graph = nx.watts_strogatz_graph(
-                len(names), kwargs.get("k", 2), kwargs.get("p", 0.1), seed=rng
-            )
-        elif kind == "erdos_renyi":
-            graph = nx.gnp_random_graph(len(names), kwargs.get("p", 0.5), seed=rng)
-        else:
-            graph = nx.empty_graph(len(names))
+        graph = NETWORKS.build(self.network).graph(len(names), rng)
         graph.remove_edges_from(list(nx.selfloop_edges(graph)))
         return nx.relabel_nodes(graph, dict(enumerate(names)))

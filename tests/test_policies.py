@@ -110,6 +110,35 @@ def test_threshold_learns_from_realized_utility_when_asked():
     assert realized.decide(history) is False
 
 
+def test_threshold_compares_with_the_outside_option_when_there_is_one():
+    """Entering pays +0.5 a round, staying out +1.0 (observed outside option): it stays out."""
+    policy = build_policy({"type": "threshold", "kwargs": {"epsilon": 0.0}}, rng())
+    history = [entered(0, 0.5), stayed_out(1, outside=1.0)]
+    assert policy.decide(history) is False
+    assert policy.outside_estimate == 1.0
+    history.append(stayed_out(2, outside=-2.0))  # staying out now averages −0.5 < 0.5
+    assert policy.decide(history) is True
+    with_cost = build_policy({"type": "threshold", "kwargs": {"epsilon": 0.0, "cost": 0.4}}, rng())
+    assert with_cost.decide([entered(0, 0.5), stayed_out(1, outside=0.2)]) is False  # 0.5 < 0.6
+
+
+def test_threshold_without_an_outside_option_compares_with_the_cost_alone():
+    policy = build_policy({"type": "threshold", "kwargs": {"epsilon": 0.0, "cost": 0.4}}, rng())
+    assert policy.decide([entered(0, 0.5), stayed_out(1)]) is True  # NaN: nothing observed
+    assert policy.outside_estimate is None
+
+
+def test_threshold_stays_out_once_it_has_seen_a_better_outside_option():
+    """Entering pays 0.3 on average, noisily; once a bad stretch sends it out, it observes that
+    staying out pays 1.0 and keeps out but for its epsilon re-entries (compared with the cost
+    alone, the in-auction average of 0.3 would bring it back)."""
+    env = rng(13)
+    policy = build_policy({"type": "threshold", "kwargs": {"epsilon": 0.1}}, rng(6))
+    decisions = play(policy, lambda: 0.3 + env.normal(0, 1.0), lambda: 1.0, 400)
+    assert not all(decisions[:200])
+    assert np.mean(decisions[-200:]) < 0.2
+
+
 @pytest.mark.parametrize(
     "spec",
     [

@@ -1,14 +1,15 @@
 """Auction mechanisms (pure numpy), picked by name from a scenario's ``{type, kwargs}`` block.
 
 ``build_mechanism({"type": "mosaic", "kwargs": {"tau": 1.0, "offset": False}})`` returns a frozen
-``MosaicMechanism``; ``{"type": "token_auction", ...}`` a ``TokenAuctionMechanism``.
+``MosaicMechanism``; ``{"type": "token_auction", ...}`` a ``TokenAuctionMechanism``. Each class is
+registered under its ``name`` in ``MECHANISMS`` (a ``market.registry.Registry``), validates its
+settings with ``check_settings`` (pure: a scenario is checked without building anything), and
+``market.auction`` runs its round by that name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,9 +23,20 @@ from market.mechanisms.mosaic import (
     sample_reply,
 )
 from market.mechanisms.token_auction import RULES, TokenStep, aggregate, stable_sample, token_step
+from market.registry import (
+    CheckedSettings,
+    Registry,
+    SettingError,
+    integer,
+    nonnegative,
+    one_of,
+    positive,
+)
 
 __all__ = [
     "GENERATORS",
+    "MAX_CANDIDATES",
+    "MAX_TOKENS",
     "MECHANISMS",
     "RULES",
     "MosaicMechanism",
@@ -41,10 +53,34 @@ __all__ = [
 ]
 
 GENERATORS = ("context", "reference")
+# M, the candidates per auction: the paper uses M <= 20 and the importance-sampling error of the
+# allocation falls like 1/sqrt(M) (eq. 10), so 1024 leaves room for convergence studies while a
+# million (13 s a round, 3.5 GB to report) is refused.
+MAX_CANDIDATES = 1024
+# Reply length in tokens (sampling.max_new_tokens, token_auction max_tokens): ad replies are tens
+# to hundreds of tokens; 4096 stays inside the embedded SmolLM2's 8192-token context with the
+# prompt, and each token is one engine call per round in the token auction.
+MAX_TOKENS = 4096
+
+MECHANISMS = Registry("mechanism")
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise SettingError(name, f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
+class _Settings(CheckedSettings):
+    """A frozen dataclass whose fields are checked on construction by ``checks``."""
+
+    def __post_init__(self) -> None:
+        self.check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+@MECHANISMS.register("mosaic")
 @dataclass(frozen=True)
-class MosaicMechanism:
+class MosaicMechanism(_Settings):
     """MOSAIC with reference weight ``tau`` (eq. 1), the payment ``offset`` of Sec. 5.3 on or off,
     candidates drawn from the context-aware LLM π_con or the reference π_ref (``generator``,
     Sec. 4.1), and ``candidates`` = M replies per auction."""
@@ -56,17 +92,18 @@ class MosaicMechanism:
     generator: str = "context"
     candidates: int = 8
 
-    def __post_init__(self) -> None:
-        if not _is_real(self.tau) or not (math.isfinite(self.tau) and self.tau > 0):
-            raise ValueError(f"mosaic tau must be a positive finite number, got {self.tau!r}")
-        if not isinstance(self.offset, (bool, np.bool_)):
-            raise ValueError(f"mosaic offset must be true or false, got {self.offset!r}")
-        if self.generator not in GENERATORS:
-            raise ValueError(
-                f"mosaic generator must be one of {GENERATORS}, got {self.generator!r}"
-            )
-        if not _is_int(self.candidates) or self.candidates < 1:
-            raise ValueError(f"mosaic candidates must be an integer >= 1, got {self.candidates!r}")
+    checks = {
+        "tau": positive(fix="tau weighs the reference LLM (eq. 1); use e.g. tau: 1.0"),
+        "offset": _flag,
+        "generator": one_of(
+            GENERATORS, fix="context: candidates from π_con, reference: from π_ref (Sec. 4.1)"
+        ),
+        "candidates": integer(
+            1,
+            MAX_CANDIDATES,
+            fix="the paper uses M <= 20; the allocation's error falls like 1/sqrt(M) (eq. 10)",
+        ),
+    }
 
     def outcome(
         self, rewards: np.ndarray, log_ref: np.ndarray, log_gen: np.ndarray
@@ -75,8 +112,9 @@ class MosaicMechanism:
         return mosaic_outcome(rewards, log_ref, log_gen, tau=self.tau, offset=bool(self.offset))
 
 
+@MECHANISMS.register("token_auction")
 @dataclass(frozen=True)
-class TokenAuctionMechanism:
+class TokenAuctionMechanism(_Settings):
     """Duetting et al. token auction: ``rule`` "linear" or "loglinear" aggregation, the reference
     LLM joining with fixed ``reference_weight``, and replies of at most ``max_tokens`` tokens
     (None: the sampling parameters' max_new_tokens)."""
@@ -87,18 +125,16 @@ class TokenAuctionMechanism:
     reference_weight: float = 1.0
     max_tokens: int | None = None
 
-    def __post_init__(self) -> None:
-        if self.rule not in RULES:
-            raise ValueError(f"token_auction rule must be one of {RULES}, got {self.rule!r}")
-        weight = self.reference_weight
-        if not _is_real(weight) or not (math.isfinite(weight) and weight >= 0):
-            raise ValueError(
-                f"token_auction reference_weight must be a finite number >= 0, got {weight!r}"
-            )
-        if self.max_tokens is not None and (not _is_int(self.max_tokens) or self.max_tokens < 1):
-            raise ValueError(
-                f"token_auction max_tokens must be None or an integer >= 1, got {self.max_tokens!r}"
-            )
+    checks = {
+        "rule": one_of(RULES),
+        "reference_weight": nonnegative(),
+        "max_tokens": integer(
+            1,
+            MAX_TOKENS,
+            allow_none=True,
+            fix="null uses sampling.max_new_tokens; each token is one engine call",
+        ),
+    }
 
     def step(
         self, dists: np.ndarray, bids: np.ndarray, u: float, reference: np.ndarray | None = None
@@ -115,48 +151,8 @@ class TokenAuctionMechanism:
         )
 
 
-MECHANISMS: dict[str, type] = {
-    "mosaic": MosaicMechanism,
-    "token_auction": TokenAuctionMechanism,
-}
-
-
 def build_mechanism(spec: Mapping[str, Any] | Any) -> MosaicMechanism | TokenAuctionMechanism:
     """Build a mechanism from ``{"type": name, "kwargs": {...}}`` (a mapping, or an object with
-    ``.type`` and ``.kwargs``). Unknown names or keyword arguments raise ValueError listing the
-    known ones."""
-    if isinstance(spec, Mapping):
-        if "type" not in spec:
-            raise ValueError(f"mechanism spec needs a 'type' (one of {sorted(MECHANISMS)})")
-        unknown_keys = set(spec) - {"type", "kwargs"}
-        if unknown_keys:
-            raise ValueError(
-                f"mechanism spec has unknown keys {sorted(unknown_keys)}; "
-                "use {'type': ..., 'kwargs': {...}}"
-            )
-        kind, kwargs = spec["type"], spec.get("kwargs")
-    elif hasattr(spec, "type"):
-        kind, kwargs = spec.type, getattr(spec, "kwargs", None)
-    else:
-        raise ValueError(
-            f"mechanism spec must be {{'type': ..., 'kwargs': {{...}}}}, got {type(spec).__name__}"
-        )
-    if kind not in MECHANISMS:
-        raise ValueError(f"unknown mechanism type {kind!r}; known types: {sorted(MECHANISMS)}")
-    kwargs = {} if kwargs is None else kwargs
-    if not isinstance(kwargs, Mapping):
-        raise ValueError(f"mechanism kwargs must be a mapping, got {type(kwargs).__name__}")
-    cls = MECHANISMS[kind]
-    known = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(kwargs) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {kind} kwargs {unknown}; known kwargs: {known}")
-    return cls(**kwargs)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    ``.type`` and ``.kwargs``). Unknown names or keyword arguments raise ``SpecError`` (a
+    ValueError) naming the known ones."""
+    return MECHANISMS.build(spec)
