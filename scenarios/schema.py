@@ -26,6 +26,7 @@ from agents.policies import POLICIES, TARGETING, build_policy
 from agents.strategies import STRATEGIES, build_strategy
 from market.engines.base import Catalog
 from market.mechanisms import MECHANISMS, build_mechanism
+from market.prompts import is_relevant
 from scenarios.errors import FieldError, join_path
 from scenarios.paths import split_path
 
@@ -130,7 +131,7 @@ class SamplingSpec(_Strict):
     """How candidate replies are sampled (the paper: temperature 0.8, top-p 0.95)."""
 
     temperature: float = Field(default=0.8, gt=0, allow_inf_nan=False)
-    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_p: float = Field(default=0.95, gt=0, le=1, allow_inf_nan=False)
     max_new_tokens: int = Field(default=48, ge=1)
 
 
@@ -340,7 +341,7 @@ class Scenario(_Strict):
 
     def is_relevant(self, advertiser_name: str, topic: str) -> bool:
         """Whether the topic is one of the advertiser's topics (an edge of ``topics_graph``)."""
-        return topic in self.advertiser(advertiser_name).topics
+        return is_relevant(self.advertiser(advertiser_name).topics, topic)
 
     def topics_graph(self) -> nx.Graph:
         """Bipartite advertisers–topics graph: advertisers have ``bipartite=0, kind="advertiser"``,
