@@ -12,8 +12,24 @@ from collections.abc import Sequence
 
 from market.prompts import Prompt
 
-EMBEDDED_PROMPT_STYLE = "system"
-"""The prompt style of the embedded SmolLM2-135M-Instruct when ``prompt_style`` is unset."""
+EMBEDDED_PROMPT_STYLE = "user"
+"""The prompt style of the embedded SmolLM2-135M-Instruct when ``prompt_style`` is unset: the one
+with the highest measured mention rate. ``python -m benchmarks.prompt_styles --threads 2`` (8
+replies × 2 queries per cell, temperature 0.8, top-p 0.95, 48 tokens, seed 0; π_con listing k
+brands, the query topic's own first; "any": replies naming at least one listed brand; "each": mean
+share per listed brand; "advertiser": π_i's replies naming brand i):
+
+======  =======  =======  =======  ========  ========  ========  ==========
+style   any k=1  any k=2  any k=4  each k=1  each k=2  each k=4  advertiser
+======  =======  =======  =======  ========  ========  ========  ==========
+system  0/16     0/16     0/16     0.00      0.00      0.00      3/16
+user    11/16    11/16    7/16     0.69      0.44      0.14      7/16
+both    3/16     5/16     3/16     0.19      0.22      0.05      7/16
+======  =======  =======  =======  ========  ========  ========  ==========
+
+The user-turn instruction is followed far more often, and it shows dilution (each k=1 → k=4:
+0.69 → 0.14); the instruction in both turns confuses the small model.
+"""
 
 OTHER_MODELS_PROMPT_STYLE = "system"
 """The prompt style of any other model when ``prompt_style`` is unset: the paper's placement."""

@@ -194,14 +194,13 @@ class HFEngine:
                     next_position[keep],
                 )
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            out = self.model(
+            logits, cache = self.passes.forward(
+                cache,
                 input_ids=drawn[:, None],
                 attention_mask=mask,
                 position_ids=next_position[:, None],
-                past_key_values=cache,
-                use_cache=True,
             )
-            logits = out.logits[:, -1]
+            logits = logits[:, -1]
             next_position = next_position + 1
         result = []
         for k, prompt in enumerate(prompts):

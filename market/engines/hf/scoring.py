@@ -18,6 +18,7 @@ Every batch stays within ``max_batch_tokens`` (rows × longest row), which bound
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,16 @@ class ForwardPasses:
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
         self.share_prefix = share_prefix
+        # transformers 5 renamed forward's ``past_key_values`` to ``cache``
+        parameters = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+
+    def forward(self, cache=None, **kwargs) -> tuple[torch.Tensor, object]:
+        """(logits, KV cache) of one forward pass with ``use_cache``, continuing ``cache``."""
+        if cache is not None:
+            kwargs[self._cache_kwarg] = cache
+        out = self.model(use_cache=True, **kwargs)
+        return out.logits, out.cache if "cache" in out else out.past_key_values
 
     def left_pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in sequences)
@@ -94,29 +105,24 @@ class ForwardPasses:
         if shared < MIN_SHARED_PREFIX:
             ids, mask = self.left_pad(sequences)
             positions = positions_of(mask)
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=1,
+            logits, cache = self.forward(
+                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
             )
-            return Prefill(out.past_key_values, mask, positions[:, -1] + 1, out.logits[:, -1])
+            return Prefill(cache, mask, positions[:, -1] + 1, logits[:, -1])
         prefix = torch.tensor([list(sequences[0][:shared])], dtype=torch.long, device=self.device)
-        cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+        _, cache = self.forward(input_ids=prefix, logits_to_keep=1)
         cache.batch_repeat_interleave(len(sequences))
         ids, suffix_mask = self.left_pad([s[shared:] for s in sequences])
         mask = torch.cat([suffix_mask.new_ones((len(sequences), shared)), suffix_mask], dim=1)
         positions = shared + positions_of(suffix_mask)
-        out = self.model(
+        logits, cache = self.forward(
+            cache,
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
             logits_to_keep=1,
         )
-        return Prefill(out.past_key_values, mask, positions[:, -1] + 1, out.logits[:, -1])
+        return Prefill(cache, mask, positions[:, -1] + 1, logits[:, -1])
 
     def last_logprobs(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """log_softmax of the next-token logits after each sequence, (len(sequences), V)."""
@@ -177,12 +183,9 @@ class ForwardPasses:
         inputs, targets, valid = (t.to(self.device) for t in (inputs, targets, valid))
         mask = torch.cat([prefill.mask[rows], valid.long()], dim=1)
         positions = prefill.next_position[rows][:, None] + torch.arange(width, device=self.device)
-        logits = self.model(
-            input_ids=inputs,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-        ).logits.float()
+        logits, _ = self.forward(
+            cache, input_ids=inputs, attention_mask=mask, position_ids=positions
+        )
+        logits = logits.float()
         picked = logits.gather(2, targets[:, :, None])[:, :, 0] - torch.logsumexp(logits, dim=-1)
         return (picked.double() * valid).sum(dim=1)
