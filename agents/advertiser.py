@@ -73,7 +73,7 @@ class AdvertiserAgent(mesa.Agent):
 
     @property
     def brand(self) -> Brand:
-        return Brand(self.name, self.description)
+        return Brand(self.name, self.description, self.topics)
 
     def neighbor_histories(self, rounds: int | None = None) -> dict[str, Sequence[RoundRecord]]:
         """The histories she observes (the live lists, read only), or their first ``rounds``

@@ -1,14 +1,22 @@
 """Engine throughput on one MOSAIC round: the batched engine against the naive way, same run.
 
 A round, as the auction makes it: M candidates sampled from the context-aware generator, then the
-log-probability of every candidate under the reference, each advertiser and the generator prompt.
+log-probability of every candidate under the reference, each advertiser and the generator prompt,
+all in the engine's prompt style (``--style``; default: the engine's own, for the embedded model
+the measured best, `market.engines.chat.EMBEDDED_PROMPT_STYLE`).
 
-- engine: one ``generate`` of M sequences and one ``score`` of M replies × 5 prompts;
+- engine, shared prefix: one ``generate`` of M sequences and one ``score`` of M replies × 5
+  prompts, the KV cache of the prompts' shared prefix (chat header, system turn, query: the
+  user-turn styles put the instruction after it) computed once per call;
+- engine, prefix not shared: the same calls, every prompt prefilled in full;
 - naive: M ``generate`` calls of one sequence each and one forward pass per prompt–reply pair.
 
+Every path's round time is printed as a ratio against the naive loop, measured in the same run, and
+the shared-prefix scores are checked equal to the unshared ones (max abs difference printed).
+
 Run with ``python -m benchmarks.engine`` (flags: --candidates, --tokens, --repeats, --skip-naive,
---threads). Prints wall and CPU seconds, the speed-up, tokens per second and peak resident memory;
-also rounds per second of the synthetic engine when it is installed.
+--threads, --style). Prints wall and CPU seconds, the speed-ups, tokens per second and peak resident
+memory; also rounds per second of the synthetic engine when it is installed.
 """
 
 from __future__ import annotations
@@ -22,19 +30,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from market.engines import Catalog, Prompt, SamplingParams, create_engine
-from market.prompts import Brand, advertiser_prompt, context_prompt, reference_prompt
-
-QUERY = "What is the best way to learn to play the guitar as an adult beginner?"
-BRANDS = (
-    Brand("MusicMastery", "selling online guitar lessons with personal teachers"),
-    Brand("StringHouse", "selling acoustic and electric guitars for beginners"),
-    Brand("TuneUp", "selling a tuner and chord-practice app"),
+from market.engines.base import prompt_style
+from market.prompts import (
+    PROMPT_STYLES,
+    Brand,
+    Query,
+    advertiser_prompt,
+    context_prompt,
+    reference_prompt,
 )
-TARGET_SPEEDUP = 3.0
+
+QUERY = Query("What is the best way to learn to play the guitar as an adult beginner?", "music")
+BRANDS = (
+    Brand("MusicMastery", "selling online guitar lessons with personal teachers", ("music",)),
+    Brand("StringHouse", "selling acoustic and electric guitars for beginners", ("music",)),
+    Brand("TuneUp", "selling a tuner and chord-practice app", ("music",)),
+)
+TARGET_SPEEDUP = 4.0
 TARGET_RSS_GIB = 3.0
 
 
@@ -60,9 +77,15 @@ class RoundPrompts:
     scorers: tuple[Prompt, ...]  # reference, each advertiser, generator
 
 
-def round_prompts(query: str = QUERY, brands: tuple[Brand, ...] = BRANDS) -> RoundPrompts:
-    generator = context_prompt(query, list(brands))
-    scorers = (reference_prompt(query), *(advertiser_prompt(query, b) for b in brands), generator)
+def round_prompts(
+    query: Query = QUERY, brands: tuple[Brand, ...] = BRANDS, style: str = "system"
+) -> RoundPrompts:
+    generator = context_prompt(query, list(brands), style)
+    scorers = (
+        reference_prompt(query, style),
+        *(advertiser_prompt(query, b, style) for b in brands),
+        generator,
+    )
     return RoundPrompts(generator=generator, scorers=scorers)
 
 
@@ -84,18 +107,39 @@ def _median_timing(label: str, runs: list[tuple[float, float, float, int, int]])
 
 
 def time_engine_round(
-    engine, prompts: RoundPrompts, m: int, params: SamplingParams, seeds
+    engine,
+    prompts: RoundPrompts,
+    m: int,
+    params: SamplingParams,
+    seeds,
+    *,
+    share_prefix: bool = True,
+    scores: list | None = None,
 ) -> RoundTiming:
-    """The engine's round: one batched generate, one batched score."""
+    """The engine's round: one batched generate, one batched score (its prompts' shared prefix
+    computed once, or every prompt in full). Each round's score matrix is appended to ``scores``.
+    """
     runs = []
-    for seed in seeds:
-        generated, gen_s, gen_cpu = _timed(
-            lambda seed=seed: engine.generate([prompts.generator], m, params, seed)[0]
-        )
-        _, score_s, score_cpu = _timed(lambda g=generated: engine.score(prompts.scorers, g))
-        tokens = sum(len(c.token_ids) for c in generated)
-        runs.append((gen_s, score_s, gen_cpu + score_cpu, tokens, tokens * len(prompts.scorers)))
-    return _median_timing("engine (batched)", runs)
+    shared = engine.share_prefix
+    engine.share_prefix = share_prefix
+    try:
+        for seed in seeds:
+            generated, gen_s, gen_cpu = _timed(
+                lambda seed=seed: engine.generate([prompts.generator], m, params, seed)[0]
+            )
+            matrix, score_s, score_cpu = _timed(
+                lambda g=generated: engine.score(prompts.scorers, g)
+            )
+            if scores is not None:
+                scores.append(np.asarray(matrix))
+            tokens = sum(len(c.token_ids) for c in generated)
+            runs.append(
+                (gen_s, score_s, gen_cpu + score_cpu, tokens, tokens * len(prompts.scorers))
+            )
+    finally:
+        engine.share_prefix = shared
+    label = "engine, shared prefix" if share_prefix else "engine, prefix not shared"
+    return _median_timing(label, runs)
 
 
 def naive_pair_logprob(engine, prompt: Prompt, reply_ids: tuple[int, ...]) -> float:
@@ -152,6 +196,12 @@ def time_synthetic(prompts: RoundPrompts, m: int, params: SamplingParams, rounds
     return f"{rounds / elapsed:,.1f} rounds/s ({rounds} rounds in {elapsed:.2f} s)"
 
 
+def _shared_prefix_tokens(engine, prompts: RoundPrompts) -> int:
+    from market.engines.chat import shared_prefix_length
+
+    return shared_prefix_length([engine.prompt_token_ids(p) for p in prompts.scorers])
+
+
 def peak_rss_gib() -> float:
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / (1024**3 if sys.platform == "darwin" else 1024**2)
@@ -166,6 +216,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="rounds timed per path (2)")
     parser.add_argument("--skip-naive", action="store_true", help="time the engine only")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--style",
+        choices=list(PROMPT_STYLES),
+        default=None,
+        help="prompt style of the round (default: the engine's)",
+    )
     args = parser.parse_args(argv)
     for name in ("candidates", "tokens", "repeats"):
         if getattr(args, name) < 1:
@@ -181,17 +237,33 @@ def main(argv: list[str] | None = None, *, engine=None) -> int:
         kwargs = {} if args.threads is None else {"threads": args.threads}
         engine, load_s, _ = _timed(lambda: create_engine({"type": "hf", "kwargs": kwargs}))
         console.print(f"loaded {engine.info.model} on {engine.info.device} in {load_s:.1f} s")
-    prompts = round_prompts()
+    style = args.style or prompt_style(engine)
+    prompts = round_prompts(style=style)
     params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=args.tokens)
     engine.generate([prompts.generator], 2, SamplingParams(max_new_tokens=2), seed=0)  # warm-up
     seeds = range(1, args.repeats + 1)
-    timings = [time_engine_round(engine, prompts, args.candidates, params, seeds)]
+    shared_scores: list = []
+    plain_scores: list = []
+    timings = [
+        time_engine_round(engine, prompts, args.candidates, params, seeds, scores=shared_scores),
+        time_engine_round(
+            engine,
+            prompts,
+            args.candidates,
+            params,
+            seeds,
+            share_prefix=False,
+            scores=plain_scores,
+        ),
+    ]
     if not args.skip_naive:
         timings.append(time_naive_round(engine, prompts, args.candidates, params, seeds))
 
+    prefix = _shared_prefix_tokens(engine, prompts)
     table = Table(
         title=f"One round: M={args.candidates} candidates, ≤{args.tokens} tokens, "
-        f"{len(prompts.scorers)} scoring prompts (median of {args.repeats})"
+        f"{len(prompts.scorers)} scoring prompts, {style!r} style, shared prefix {prefix} "
+        f"tokens (median of {args.repeats})"
     )
     for column in ("path", "generate s", "score s", "round s", "CPU s", "gen tok/s", "score tok/s"):
         table.add_column(column, justify="left" if column == "path" else "right")
@@ -206,14 +278,24 @@ def main(argv: list[str] | None = None, *, engine=None) -> int:
             f"{t.scored_tokens / t.score_s:,.0f}",
         )
     console.print(table)
-    if len(timings) == 2:
-        wall_ratio = timings[1].round_s / timings[0].round_s
-        cpu_ratio = timings[1].cpu_s / timings[0].cpu_s
-        verdict = "met" if wall_ratio >= TARGET_SPEEDUP else "NOT met"
-        console.print(
-            f"speed-up: {wall_ratio:.2f}× wall, {cpu_ratio:.2f}× CPU "
-            f"(target ≥ {TARGET_SPEEDUP:.0f}× wall: {verdict})"
-        )
+    difference = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(shared_scores, plain_scores, strict=True)
+    )
+    console.print(
+        f"shared prefix vs not shared: {timings[1].score_s / timings[0].score_s:.2f}× score wall, "
+        f"{timings[1].round_s / timings[0].round_s:.2f}× round wall; scores equal to "
+        f"{difference:.1e} (max abs difference)"
+    )
+    if not args.skip_naive:
+        naive = timings[-1]
+        for engine_timing in timings[:2]:
+            wall_ratio = naive.round_s / engine_timing.round_s
+            cpu_ratio = naive.cpu_s / engine_timing.cpu_s
+            verdict = "met" if wall_ratio >= TARGET_SPEEDUP else "NOT met"
+            console.print(
+                f"speed-up: {engine_timing.label} over the naive loop {wall_ratio:.2f}× wall, "
+                f"{cpu_ratio:.2f}× CPU (target ≥ {TARGET_SPEEDUP:.0f}× wall: {verdict})"
+            )
     rss = peak_rss_gib()
     verdict = "met" if rss < TARGET_RSS_GIB else "NOT met"
     console.print(f"peak RSS: {rss:.2f} GiB (target < {TARGET_RSS_GIB:.0f} GiB: {verdict})")

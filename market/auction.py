@@ -16,16 +16,24 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from market.engines.base import Candidate, Engine, Prompt, SamplingParams
+from market.engines.base import Candidate, Engine, SamplingParams, prompt_style
+from market.engines.timing import EngineClock
 from market.mechanisms import MosaicMechanism, TokenAuctionMechanism, sample_reply, stable_sample
 from market.mechanisms.mosaic import expectation
-from market.prompts import Brand, advertiser_prompt, context_prompt, reference_prompt
+from market.prompts import (
+    Brand,
+    Prompt,
+    Query,
+    advertiser_prompt,
+    as_query,
+    context_prompt,
+    reference_prompt,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,24 +162,10 @@ def rewards_from_scores(
     return values[:, None] * diff
 
 
-class _EngineClock:
-    """Calls the engine and adds up the wall time spent inside it."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def call(self, method: Callable[..., Any], *args: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return method(*args)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
 def run_round(
     engine: Engine,
     mechanism: MosaicMechanism | TokenAuctionMechanism,
-    query: str,
+    query: Query | str,
     bidders: Sequence[Bidder],
     sampling: SamplingParams,
     *,
@@ -181,10 +175,12 @@ def run_round(
 ) -> RoundOutcome:
     """Run one auction for ``query`` among ``bidders`` and draw the returned reply.
 
-    ``seed`` drives the engine's sampling; ``rng`` draws the reply from the allocation (MOSAIC)
+    ``query``: a `Query` (text and topic) or a bare text. Prompts are built in the engine's prompt
+    style (`market.engines.base.prompt_style`). ``seed`` drives the engine's sampling; ``rng`` draws the reply from the allocation (MOSAIC)
     or the shared uniform of every token position (token auction). ``observers`` are absent
     advertisers whose true reward for the returned reply is recorded (the outside option).
     """
+    query = as_query(query)
     run = ROUNDS.get(getattr(mechanism, "name", None))
     if run is None:
         raise TypeError(
@@ -194,10 +190,12 @@ def run_round(
     return run(engine, mechanism, query, bidders, sampling, seed, rng, observers)
 
 
-def _score_prompts(query: str, bidders: Sequence[Bidder], observers: Sequence[Bidder]):
+def _score_prompts(
+    query: Query, bidders: Sequence[Bidder], observers: Sequence[Bidder], style: str
+) -> list[Prompt]:
     """Reference prompt first, then every entrant's and every observer's advertiser prompt."""
-    return [reference_prompt(query)] + [
-        advertiser_prompt(query, b.brand) for b in (*bidders, *observers)
+    return [reference_prompt(query, style)] + [
+        advertiser_prompt(query, b.brand, style) for b in (*bidders, *observers)
     ]
 
 
@@ -208,7 +206,7 @@ def _values(bidders: Sequence[Bidder]) -> np.ndarray:
 def _run_mosaic(
     engine: Engine,
     mechanism: MosaicMechanism,
-    query: str,
+    query: Query,
     bidders: Sequence[Bidder],
     sampling: SamplingParams,
     seed: int,
@@ -216,18 +214,19 @@ def _run_mosaic(
     observers: Sequence[Bidder],
 ) -> RoundOutcome:
     """Algorithm 1 with the payments of Eq. (13) (and the offset of Sec. 5.3 when configured)."""
-    clock = _EngineClock()
+    clock = EngineClock()
+    style = prompt_style(engine)
     brands = [b.brand for b in bidders]
     generator_prompt: Prompt = (
-        context_prompt(query, brands)
+        context_prompt(query, brands, style)
         if mechanism.generator == "context"
-        else reference_prompt(query)
+        else reference_prompt(query, style)
     )
     [candidates] = clock.call(
         engine.generate, [generator_prompt], mechanism.candidates, sampling, seed
     )
     scores = np.asarray(
-        clock.call(engine.score, _score_prompts(query, bidders, observers), candidates),
+        clock.call(engine.score, _score_prompts(query, bidders, observers, style), candidates),
         dtype=float,
     )
     n = len(bidders)
@@ -249,7 +248,7 @@ def _run_mosaic(
     return RoundOutcome(
         mechanism="mosaic",
         generator=mechanism.generator,
-        query=query,
+        query=query.text,
         entrants=tuple(b.brand.name for b in bidders),
         observers=tuple(b.brand.name for b in observers),
         candidates=tuple(candidates),
@@ -292,7 +291,7 @@ def _expected_rewards_without(
 def _run_token_auction(
     engine: Engine,
     mechanism: TokenAuctionMechanism,
-    query: str,
+    query: Query,
     bidders: Sequence[Bidder],
     sampling: SamplingParams,
     seed: int,
@@ -302,9 +301,10 @@ def _run_token_auction(
     """Token-by-token auction (Duetting et al.): stable sampling, critical-bid payments.
 
     Every token is drawn with ``rng``'s uniforms; the engine's sampling ``seed`` is not used."""
-    clock = _EngineClock()
+    clock = EngineClock()
+    style = prompt_style(engine)
     n = len(bidders)
-    step_prompts = _score_prompts(query, bidders, ())
+    step_prompts = _score_prompts(query, bidders, (), style)
     bids = np.array([b.bid() for b in bidders], dtype=float)
     use_reference = mechanism.reference_weight > 0
     max_tokens = mechanism.max_tokens or sampling.max_new_tokens
@@ -336,7 +336,8 @@ def _run_token_auction(
         model_logprob=math.nan,
     )
     scores = np.asarray(
-        clock.call(engine.score, _score_prompts(query, bidders, observers), [reply]), dtype=float
+        clock.call(engine.score, _score_prompts(query, bidders, observers, style), [reply]),
+        dtype=float,
     )
     log_ref = scores[0]
     true_rewards = rewards_from_scores(_values(bidders), scores[1 : 1 + n], log_ref)
@@ -345,7 +346,7 @@ def _run_token_auction(
     return RoundOutcome(
         mechanism="token_auction",
         generator="token",
-        query=query,
+        query=query.text,
         entrants=tuple(b.brand.name for b in bidders),
         observers=tuple(b.brand.name for b in observers),
         candidates=(reply,),

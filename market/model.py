@@ -28,6 +28,7 @@ from market.auction import Bidder, RoundOutcome, mentions, run_round
 from market.columns import AUCTION_COLUMNS
 from market.engines.base import Engine, SamplingParams
 from market.mechanisms import build_mechanism
+from market.prompts import Query, is_relevant
 
 STREAMS = ("query", "engine", "reply", "policy", "strategy")
 
@@ -383,7 +384,7 @@ class MarketModel(mesa.Model):
     def is_relevant(self, name: str) -> bool:
         """Whether the round's query topic is one of the advertiser's: an edge of the bipartite
         advertisers–topics graph."""
-        return self.topics_graph.has_edge(name, self.query.topic)
+        return is_relevant(self.topics_graph.neighbors(name), self.query.topic)
 
     def _bidder(self, index: int) -> Bidder:
         agent = self.advertisers[index]
@@ -406,7 +407,7 @@ class MarketModel(mesa.Model):
         outcome = run_round(
             self.engine,
             self.mechanism,
-            self.query.text,
+            Query(self.query.text, self.query.topic),
             [self._bidder(i) for i in present],
             self.sampling,
             seed=self.streams.engine_seed(t),

@@ -27,6 +27,7 @@ from agents.strategies import STRATEGIES
 from market.engines import ENGINES
 from market.engines.base import Catalog
 from market.mechanisms import MAX_TOKENS, MECHANISMS
+from market.prompts import is_relevant
 from market.registry import SettingError, SpecError
 from scenarios.errors import FieldError, join_path
 from scenarios.networks import NETWORKS
@@ -158,7 +159,7 @@ class SamplingSpec(_Strict):
             raise FieldError(
                 "",
                 f"top_p must be a number in (0, 1], got {top_p!r}",
-                "it keeps the most likely tokens up to that probability; use e.g. 0.95 "
+                "give a finite number: it keeps the most likely tokens up to that probability; use e.g. 0.95 "
                 "(1: full support)",
             )
         return top_p
@@ -360,7 +361,7 @@ class Scenario(_Strict):
 
     def is_relevant(self, advertiser_name: str, topic: str) -> bool:
         """Whether the topic is one of the advertiser's topics (an edge of ``topics_graph``)."""
-        return topic in self.advertiser(advertiser_name).topics
+        return is_relevant(self.advertiser(advertiser_name).topics, topic)
 
     def topics_graph(self) -> nx.Graph:
         """Bipartite advertisers–topics graph: advertisers have ``bipartite=0, kind="advertiser"``,

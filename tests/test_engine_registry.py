@@ -21,6 +21,7 @@ from market.engines import (
     create_engine,
 )
 from market.engines.cache import CachedEngine
+from market.prompts import reference_prompt
 
 
 class RecordingEngine:
@@ -76,6 +77,15 @@ def test_importing_the_package_and_the_cache_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
+def test_shared_checks_rendering_and_the_vllm_adapter_do_not_import_torch():
+    code = (
+        "import sys, market.engines.chat, market.engines.checks, market.engines.timing, "
+        "market.engines.hf.loading, market.engines.vllm, market.engines.synthetic; "
+        "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
 def test_spec_as_mapping_or_object(registered):
     built = create_engine({"type": "recording", "kwargs": {"size": 3}})
     assert isinstance(built, RecordingEngine) and built.size == 3
@@ -98,6 +108,32 @@ def test_unknown_kwarg_is_named_with_the_accepted_ones(registered):
 def test_unknown_hf_kwarg_fails_before_loading_a_model():
     with pytest.raises(EngineError, match=r"engine 'hf' has no kwarg 'temperature'.*device"):
         create_engine({"type": "hf", "kwargs": {"temperature": 0.5}})
+
+
+def test_kwarg_errors_name_the_field_with_a_did_you_mean():
+    with pytest.raises(
+        EngineError, match=r"^engine\.kwargs\.prompt_stlye: .*did you mean 'prompt_style'"
+    ):
+        create_engine({"type": "hf", "kwargs": {"prompt_stlye": "user"}})
+    with pytest.raises(
+        EngineError, match=r"^engine\.kwargs\.prompt_style: .*'usr'.*did you mean 'user'"
+    ) as raised:
+        create_engine({"type": "hf", "kwargs": {"prompt_style": "usr"}})
+    assert raised.value.field == "prompt_style"
+    with pytest.raises(EngineError, match=r"^engine\.kwargs\.max_len: max_len must be an integer"):
+        create_engine({"type": "synthetic", "kwargs": {"max_len": 0}})
+    with pytest.raises(EngineError, match=r"^engine\.kwargs\.threads: threads must be"):
+        create_engine({"type": "hf", "kwargs": {"threads": 0}})
+    with pytest.raises(EngineError, match=r"^engine\.kwargs\.model: model folder"):
+        create_engine({"type": "hf", "kwargs": {"model": "./no/such/folder", "device": "cpu"}})
+
+
+def test_the_prompt_style_is_recorded_in_the_engine_info():
+    assert create_engine({"type": "synthetic"}).info.extra["prompt_style"] == "system"
+    styled = create_engine({"type": "synthetic", "kwargs": {"prompt_style": "user"}})
+    assert styled.info.extra["prompt_style"] == "user"
+    assert engines.base.prompt_style(styled) == "user"
+    assert engines.base.prompt_style(PlainEngine()) == "system"  # an engine that does not say
 
 
 @pytest.mark.parametrize(
@@ -128,7 +164,7 @@ def test_cache_true_uses_the_configured_folder(registered, tmp_path, monkeypatch
     assert isinstance(cached, CachedEngine)
     assert cached.folder == tmp_path / "configured"
     assert cached.info.model == "size-1"
-    prompt = Prompt(None, "q")
+    prompt = reference_prompt("q")
     assert cached.generate([prompt], 2, SamplingParams(), seed=0)[0][0].token_ids == (1,)
     assert cached.score([prompt], ["a"]).tolist() == [[0.0]]
     assert (tmp_path / "configured" / "engine-calls.sqlite").is_file()
@@ -156,3 +192,25 @@ def test_synthetic_is_built_lazily_with_the_catalog():
     catalog = Catalog(brand_topics={"MusicMastery": ("music",)}, query_topics={"q?": "music"})
     engine = create_engine({"type": "synthetic"}, catalog=catalog)
     assert engine.info.engine == "synthetic"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"top_p": float("nan")}, r"top_p must be a number in \(0, 1\], got nan — use 1"),
+        ({"top_p": 1.5}, r"top_p must be a number in \(0, 1\]"),
+        ({"temperature": float("nan")}, r"temperature must be a finite number > 0, got nan"),
+        ({"max_new_tokens": 0}, r"max_new_tokens must be an integer >= 1"),
+    ],
+)
+def test_sampling_params_say_what_to_use(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**kwargs)
+
+
+def test_a_nan_top_p_in_a_scenario_asks_for_a_finite_number():
+    from scenarios.errors import ScenarioError
+    from scenarios.loader import load_scenario
+
+    with pytest.raises(ScenarioError, match=r"sampling\.top_p: .*finite number"):
+        load_scenario("demo", ["sampling.top_p=.nan"])

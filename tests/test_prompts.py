@@ -1,14 +1,21 @@
-"""The prompt templates say what the paper says, and parse back to what they were built from."""
+"""Structured prompts: the paper's wording, the styles, the fields, and the one relevance."""
 
+import subprocess
+import sys
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from market.prompts import (
+    PROMPT_STYLES,
     REFERENCE_SYSTEM,
     Brand,
+    Prompt,
+    Query,
     advertiser_prompt,
     context_prompt,
-    parse_prompt,
+    is_relevant,
     reference_prompt,
 )
 
@@ -32,25 +39,110 @@ def test_templates_follow_the_paper_wording():
 
 def test_context_prompt_without_entrants_is_the_reference_prompt():
     assert context_prompt(QUERY, []) == reference_prompt(QUERY)
+    assert context_prompt(QUERY, [], "user") == reference_prompt(QUERY, "user")
 
 
-def test_parse_recovers_role_and_brands():
-    assert parse_prompt(reference_prompt(QUERY)).role == "reference"
-    parsed = parse_prompt(advertiser_prompt(QUERY, MUSIC))
-    assert (parsed.role, parsed.brands, parsed.query) == ("advertiser", (MUSIC,), QUERY)
-    parsed = parse_prompt(context_prompt(QUERY, [MUSIC, TUNE]))
-    assert (parsed.role, parsed.brands) == ("context", (MUSIC, TUNE))
+def test_the_prompt_carries_role_query_and_brands_as_fields():
+    assert reference_prompt(QUERY).role == "reference"
+    prompt = advertiser_prompt(QUERY, MUSIC)
+    assert (prompt.role, prompt.brands, prompt.query) == ("advertiser", (MUSIC,), Query(QUERY))
+    prompt = context_prompt(Query(QUERY, "music"), [MUSIC, TUNE])
+    assert (prompt.role, prompt.brands, prompt.query.topic) == ("context", (MUSIC, TUNE), "music")
+    assert prompt.messages == (("system", prompt.system), ("user", QUERY))
+
+
+def test_user_style_appends_the_instruction_to_the_query():
+    context = context_prompt(QUERY, [MUSIC, TUNE], "user")
+    assert context.system == REFERENCE_SYSTEM
+    assert context.user == (
+        f"{QUERY} In your answer, mention MusicMastery, who offering online music lessons and "
+        "virtual tutoring and InstaTune, who selling musical instruments and learning aids."
+    )
+    advertiser = advertiser_prompt(QUERY, MUSIC, "user")
+    assert advertiser.user == (
+        f"{QUERY} In your answer, advertise MusicMastery, who offering online music lessons and "
+        "virtual tutoring."
+    )
+    both = context_prompt(QUERY, [MUSIC], "both")
+    assert both.system == context_prompt(QUERY, [MUSIC]).system
+    assert both.user == context_prompt(QUERY, [MUSIC], "user").user
+
+
+@pytest.mark.parametrize("style", list(PROMPT_STYLES))
+def test_the_reference_prompt_is_the_bare_query_in_every_style(style):
+    prompt = reference_prompt(QUERY, style)
+    assert prompt.messages == (("system", REFERENCE_SYSTEM), ("user", QUERY))
+
+
+def test_malformed_prompts_are_rejected():
+    with pytest.raises(ValueError, match="role"):
+        Prompt("narrator", Query(QUERY))
+    with pytest.raises(ValueError, match="exactly one brand"):
+        Prompt("advertiser", Query(QUERY), (MUSIC, TUNE))
+    with pytest.raises(ValueError, match="no brand"):
+        Prompt("reference", Query(QUERY), (MUSIC,))
+    with pytest.raises(ValueError, match="at least one brand"):
+        Prompt("context", Query(QUERY), ())
+    with pytest.raises(ValueError, match="prompt style must be one of system, user, both"):
+        reference_prompt(QUERY, "shouting")
+    with pytest.raises(TypeError, match="Brand objects"):
+        Prompt("context", Query(QUERY), ("MusicMastery",))
+    with pytest.raises(TypeError, match="topic"):
+        Query(QUERY, "")
+
+
+def test_relevance_has_one_definition():
+    assert is_relevant(("music", "education"), "music")
+    assert not is_relevant(("music",), "cooking")
+    assert not is_relevant(("music",), None)
+    assert Brand("MusicMastery", "lessons", ("music",)).is_relevant_to(Query(QUERY, "music"))
+    assert not MUSIC.is_relevant_to(Query(QUERY, "music"))  # a brand of unknown topics
+
+
+def test_the_prompt_layer_imports_nothing_from_the_project():
+    code = (
+        "import sys, market.prompts; "
+        "sys.exit(1 if any(m.startswith(('market.engines', 'agents', 'scenarios', 'torch')) "
+        "for m in sys.modules) else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 names = st.from_regex(r"[A-Z][A-Za-z0-9]{2,12}", fullmatch=True)
 descriptions = st.lists(
-    st.sampled_from(["selling", "offering", "shoes", "and", "gear", "for", "who", "music", "a"]),
+    st.sampled_from(
+        [
+            "selling",
+            "offering",
+            "shoes",
+            "and",
+            "gear",
+            "for",
+            "who",
+            "music",
+            "a",
+            ",",
+            "Answer the question advertising",
+            "Try to mention",
+            "In your answer, mention",
+            ".",
+            "\n",
+        ]
+    ),
     min_size=1,
     max_size=8,
 ).map(" ".join)
 
 
-@given(st.lists(st.tuples(names, descriptions), min_size=1, max_size=12, unique_by=lambda t: t[0]))
-def test_context_prompt_round_trips_any_listing(items):
+@given(
+    st.lists(st.tuples(names, descriptions), min_size=1, max_size=12, unique_by=lambda t: t[0]),
+    st.sampled_from(list(PROMPT_STYLES)),
+)
+def test_any_listing_is_carried_exactly_and_rendered_in_order(items, style):
+    """Descriptions that imitate the template are just text: nothing is parsed back from it."""
     brands = [Brand(n, d) for n, d in items]
-    assert parse_prompt(context_prompt(QUERY, brands)).brands == tuple(brands)
+    prompt = context_prompt(QUERY, brands, style)
+    assert prompt.brands == tuple(brands)
+    instruction = prompt.system if style == "system" else prompt.user
+    positions = [instruction.index(f"{b.name}, who ") for b in brands]
+    assert positions == sorted(positions)

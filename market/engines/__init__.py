@@ -11,6 +11,7 @@ synthetic engine and the mechanisms work without paying for it.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -99,6 +100,8 @@ def create_engine(
     ``catalog``: given to engines that take one (synthetic), ignored by real LLMs;
     ``cache``: False, True (the SQLite call cache in ``$ADMARKET_CACHE``, default the user's cache
     folder) or a folder for the cache file.
+
+    Errors are `EngineError`s of one line; one about a kwarg starts with ``engine.kwargs.<name>:``.
     """
     engine_type, kwargs = _read_spec(spec)
     if not isinstance(cache, (bool, str, os.PathLike)) and cache is not None:
@@ -126,14 +129,22 @@ def create_engine(
     if not takes_any:
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), accepted, n=1)
             raise EngineError(
-                f"engine {engine_type!r} has no kwarg {unknown[0]!r}: it accepts "
+                f"engine.kwargs.{unknown[0]}: engine {engine_type!r} has no kwarg "
+                f"{unknown[0]!r} — {f'did you mean {close[0]!r}? ' if close else ''}it accepts "
                 f"{', '.join(accepted) or 'no kwargs'} (known engine types: "
-                f"{', '.join(sorted(ENGINES))})"
+                f"{', '.join(sorted(ENGINES))})",
+                field=str(unknown[0]),
             )
     if catalog is not None and ("catalog" in parameters or takes_any):
         kwargs["catalog"] = catalog
-    engine = engine_class(**kwargs)
+    try:
+        engine = engine_class(**kwargs)
+    except EngineError as error:
+        if error.field is None or str(error).startswith("engine.kwargs."):
+            raise
+        raise EngineError(f"engine.kwargs.{error.field}: {error}", field=error.field) from error
     if cache is False or cache is None:
         return engine
     from market.engines.cache import CachedEngine, cache_root

@@ -10,12 +10,20 @@ device, dtype, extra) so two models never share an entry:
   or by its text (a str). A call computes only the missing pairs, in one inner call;
 - ``next_token_logprobs``: each (prompt, prefix) row.
 
+A prompt is keyed by what the engine reads: an engine that renders prompts as chat
+(``renders_prompts``: hf, vLLM) by its system and user turns — the wave-1 key, so the ``system``
+style hits entries written before prompts were structured, and a reference prompt, the same text
+in every style, shares its entries across styles (which is why ``prompt_style`` is left out of the
+engine's identity: it acts only through those turns) — and any other engine by every field of the
+structured prompt.
+
 Generation also stores every candidate's ``model_logprob`` as its score under its own prompt (the
 protocol defines it so), so scoring a cached round never re-runs those pairs.
 
 The file is in WAL mode with a busy timeout, so several processes may read and write it at once. A
 corrupt, unreadable or locked file never stops a run: the wrapper warns once and carries on with
-the uncached engine.
+the uncached engine. An entry whose value does not decode (a garbled database) is a miss: it is
+recomputed and overwritten, with one warning.
 """
 
 from __future__ import annotations
@@ -76,13 +84,16 @@ class CacheStats:
         return self.generate_misses + self.score_misses + self.next_token_misses
 
 
+_NOT_IDENTITY = frozenset({"prompt_style"})  # it reaches the numbers through the prompt key
+
+
 def _engine_identity(info: EngineInfo) -> dict:
     return {
         "engine": info.engine,
         "model": info.model,
         "device": info.device,
         "dtype": info.dtype,
-        "extra": {str(k): str(v) for k, v in sorted(info.extra.items())},
+        "extra": {str(k): str(v) for k, v in sorted(info.extra.items()) if k not in _NOT_IDENTITY},
     }
 
 
@@ -91,8 +102,16 @@ def _digest(payload: object) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=20).digest()
 
 
-def _prompt_key(prompt: Prompt) -> list:
-    return [prompt.system, prompt.user]
+def _prompt_key(prompt: Prompt, rendered: bool) -> list:
+    if rendered:
+        return [prompt.system, prompt.user]
+    return [
+        "structured",
+        prompt.role,
+        [prompt.query.text, prompt.query.topic],
+        [[b.name, b.description, list(b.topics)] for b in prompt.brands],
+        prompt.style,
+    ]
 
 
 def _reply_key(reply: Candidate | str) -> list:
@@ -109,14 +128,27 @@ def _candidates_to_json(result: list[list[Candidate]]) -> bytes:
     return json.dumps(rows, separators=(",", ":")).encode("utf-8")
 
 
-def _candidates_from_json(blob: bytes) -> list[list[Candidate]]:
-    return [
-        [
-            Candidate(text, tuple(ids), float(proposal), float(model))
-            for text, ids, proposal, model in row
+class _Garbled(ValueError):
+    """A cached value that does not decode to what was stored."""
+
+
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+def _candidates_from_json(blob: bytes, shape: tuple[int, int]) -> list[list[Candidate]]:
+    try:
+        rows = [
+            [
+                Candidate(str(text), tuple(int(t) for t in ids), float(proposal), float(model))
+                for text, ids, proposal, model in row
+            ]
+            for row in json.loads(bytes(blob).decode("utf-8"))
         ]
-        for row in json.loads(blob.decode("utf-8"))
-    ]
+    except _DECODE_ERRORS as exc:  # JSON and Unicode errors are ValueErrors
+        raise _Garbled(str(exc)) from exc
+    if len(rows) != shape[0] or any(len(row) != shape[1] for row in rows):
+        raise _Garbled(f"{len(rows)} rows, expected {shape[0]} of {shape[1]}")
+    return rows
 
 
 def _pack_float(value: float) -> bytes:
@@ -124,7 +156,23 @@ def _pack_float(value: float) -> bytes:
 
 
 def _unpack_float(blob: bytes) -> float:
-    return float(np.frombuffer(blob, dtype=np.float64)[0])
+    try:
+        (value,) = np.frombuffer(bytes(blob), dtype=np.float64)
+    except _DECODE_ERRORS as exc:
+        raise _Garbled(str(exc)) from exc
+    if np.isnan(value) or value == np.inf:  # a log-probability is never NaN or +inf
+        raise _Garbled(f"log-probability {value}")
+    return float(value)
+
+
+def _unpack_row(dtype: str, blob: bytes) -> np.ndarray:
+    try:
+        row = np.frombuffer(bytes(blob), dtype=np.dtype(str(dtype)))
+    except _DECODE_ERRORS as exc:
+        raise _Garbled(str(exc)) from exc
+    if row.dtype.kind != "f" or row.size == 0 or bool(np.isnan(row).any()):
+        raise _Garbled(f"a {row.dtype} row of {row.size} values")
+    return row
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -154,6 +202,8 @@ class CachedEngine:
         self._connection: sqlite3.Connection | None = None
         self._connection_pid: int | None = None
         self._disabled_reason: str | None = None
+        self._rendered = bool(getattr(engine, "renders_prompts", False))
+        self._warned_garbled = False
 
     # -- the Engine protocol -------------------------------------------------------------
 
@@ -185,16 +235,17 @@ class CachedEngine:
             {
                 "call": "generate",
                 "engine": self._identity,
-                "prompts": [_prompt_key(p) for p in prompts],
+                "prompts": [_prompt_key(p, self._rendered) for p in prompts],
                 "n": int(n),
                 "params": [params.temperature, params.top_p, params.max_new_tokens],
                 "seed": int(seed),
             }
         )
         rows = self._read("SELECT key, value FROM generate_calls WHERE key IN ({})", [key])
-        if rows is not None and key in rows:
+        decoded = self._decode(rows, lambda blob: _candidates_from_json(blob, (len(prompts), n)))
+        if key in decoded:
             self._stats["generate_hits"] += 1
-            return _candidates_from_json(rows[key])
+            return decoded[key]
         result = self.inner.generate(prompts, n, params, seed)
         self._stats["generate_misses"] += 1
         self._write(
@@ -213,12 +264,13 @@ class CachedEngine:
         if found is None:
             self._stats["score_misses"] += len(prompts) * len(replies)
             return self.inner.score(prompts, replies)
+        found = self._decode(found, _unpack_float)
         out = np.full((len(prompts), len(replies)), np.nan)
         missing = np.zeros(out.shape, dtype=bool)
         for i, row in enumerate(keys):
             for j, key in enumerate(row):
                 if key in found:
-                    out[i, j] = _unpack_float(found[key])
+                    out[i, j] = found[key]
                 else:
                     missing[i, j] = True
         self._stats["score_hits"] += int((~missing).sum())
@@ -256,7 +308,7 @@ class CachedEngine:
                 {
                     "call": "next_token",
                     "engine": self._identity,
-                    "prompt": _prompt_key(p),
+                    "prompt": _prompt_key(p, self._rendered),
                     "prefix": prefix,
                 }
             )
@@ -266,6 +318,10 @@ class CachedEngine:
         if found is None:
             self._stats["next_token_misses"] += len(prompts)
             return self.inner.next_token_logprobs(prompts, prefixes)
+        found = self._decode(found, lambda row: _unpack_row(*row))
+        if len({len(row) for row in found.values()}) > 1:  # rows of one engine share one width
+            self._note_garbled(len(found))
+            found = {}
         missing = [k for k, key in enumerate(keys) if key not in found]
         self._stats["next_token_hits"] += len(keys) - len(missing)
         self._stats["next_token_misses"] += len(missing)
@@ -286,11 +342,20 @@ class CachedEngine:
         rows: list[np.ndarray | None] = [None] * len(keys)
         for k, key in enumerate(keys):
             if key in found:
-                dtype, blob = found[key]
-                rows[k] = np.frombuffer(blob, dtype=np.dtype(dtype))
+                rows[k] = found[key]
         if computed is not None:
             for row, k in enumerate(missing):
                 rows[k] = computed[row]
+            wrong = [k for k, row in enumerate(rows) if len(row) != computed.shape[1]]
+            if wrong:  # garbled rows of another width: recompute them too
+                self._note_garbled(len(wrong))
+                again = np.asarray(
+                    self.inner.next_token_logprobs(
+                        [prompts[k] for k in wrong], [prefixes[k] for k in wrong]
+                    )
+                )
+                for row, k in enumerate(wrong):
+                    rows[k] = again[row]
         return np.stack(rows) if rows else np.zeros((0, 0))
 
     # -- storage ---------------------------------------------------------------------------
@@ -300,7 +365,7 @@ class CachedEngine:
             {
                 "call": "score",
                 "engine": self._identity,
-                "prompt": _prompt_key(prompt),
+                "prompt": _prompt_key(prompt, self._rendered),
                 "reply": _reply_key(reply),
             }
         )
@@ -363,6 +428,29 @@ class CachedEngine:
                 raise
         except (sqlite3.Error, OSError) as exc:
             self._disable(exc)
+
+    def _decode(self, found: dict | None, decode) -> dict:
+        """``found`` with every value decoded; values that do not decode are left out (misses),
+        with one warning per wrapper."""
+        decoded = {}
+        garbled = 0
+        for key, value in (found or {}).items():
+            try:
+                decoded[key] = decode(value)
+            except (_Garbled, *_DECODE_ERRORS):
+                garbled += 1
+        self._note_garbled(garbled)
+        return decoded
+
+    def _note_garbled(self, count: int) -> None:
+        if count and not self._warned_garbled:
+            self._warned_garbled = True
+            warnings.warn(
+                f"engine cache {self.path} holds entries that do not decode ({count} in this "
+                "call); recomputing and overwriting them",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     def _disable(self, exc: BaseException) -> None:
         self._disabled_reason = f"{type(exc).__name__}: {exc}"

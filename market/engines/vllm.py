@@ -17,8 +17,9 @@ Each protocol call is one batched ``LLM.generate`` call:
 - ``next_token_logprobs``: one request per row with ``max_tokens=1`` and ``logprobs=-1`` (the full
   vocabulary), at temperature 1 and top-p 1.
 
-Prompts are rendered by the same chat template code as the hf engine, so both engines see the same
-tokens for the same model. Seeds: request k of a generate call uses a seed derived from
+Prompts are rendered by the same torch-free chat template code as the hf engine
+(`market.engines.chat`), in the engine's ``prompt_style``, so both engines see the same tokens for
+the same model. Seeds: request k of a generate call uses a seed derived from
 (seed, k), so the same call gives the same candidates.
 """
 
@@ -30,14 +31,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from market.engines.base import Candidate, EngineError, EngineInfo, Prompt, SamplingParams
-from market.engines.hf import (
+from market.engines.chat import default_prompt_style, render_chat
+from market.engines.checks import (
     check_generate_args,
     check_prefixes,
+    check_prompt_style,
     check_prompts,
     check_replies,
-    embedded_model_folder,
-    render_chat,
 )
+from market.engines.hf.loading import embedded_model_folder, looks_like_path
 
 VLLM_INSTALL = "install the vllm extra on a CUDA machine: pip install 'admarket[vllm]'"
 
@@ -52,8 +54,12 @@ class VLLMEngine:
     ``model``: a local folder or hub id (vLLM loads it); None for the embedded
     SmolLM2-135M-Instruct, converted to safetensors as for the hf engine; ``dtype``: "auto", "bfloat16",
     "float16", "float32"; ``gpu_memory_utilization``: the share of GPU memory vLLM may take;
-    ``max_model_len``: context length (None: the model's); ``enforce_eager``: skip CUDA graphs.
+    ``max_model_len``: context length (None: the model's); ``enforce_eager``: skip CUDA graphs;
+    ``prompt_style``: as for the hf engine (unset: the embedded model's measured best, else
+    "system").
     """
+
+    renders_prompts = True  # its numbers depend on a prompt only through the rendered chat
 
     def __init__(
         self,
@@ -63,15 +69,30 @@ class VLLMEngine:
         gpu_memory_utilization: float = 0.85,
         max_model_len: int | None = None,
         enforce_eager: bool = False,
+        prompt_style: str | None = None,
     ) -> None:
+        style = check_prompt_style(prompt_style, default_prompt_style(embedded=model is None))
+        if (
+            isinstance(gpu_memory_utilization, bool)
+            or not isinstance(gpu_memory_utilization, int | float)
+            or not 0 < gpu_memory_utilization <= 1
+        ):
+            raise EngineError(
+                f"gpu_memory_utilization must be a number in (0, 1], got "
+                f"{gpu_memory_utilization!r}",
+                field="gpu_memory_utilization",
+            )
+        if model is not None and looks_like_path(os.fspath(model)):
+            if not os.path.isdir(os.path.expanduser(os.fspath(model))):
+                raise EngineError(
+                    f"model folder {os.fspath(model)!r} does not exist: pass an existing folder, "
+                    "a hub id, or leave model unset for the embedded SmolLM2-135M-Instruct",
+                    field="model",
+                )
         try:
             import vllm
         except ImportError as exc:
             raise EngineError(f"vllm is not importable ({exc}): {VLLM_INSTALL}") from exc
-        if not 0 < gpu_memory_utilization <= 1:
-            raise EngineError(
-                f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}"
-            )
         self._vllm = vllm
         name = os.fspath(embedded_model_folder()[0] if model is None else model)
         try:
@@ -103,7 +124,7 @@ class VLLMEngine:
             model=name,
             device="cuda",
             dtype=str(model_config.dtype).split(".")[-1],
-            extra={"vllm": getattr(vllm, "__version__", "unknown")},
+            extra={"vllm": getattr(vllm, "__version__", "unknown"), "prompt_style": style},
         )
         self._prompt_ids: dict[Prompt, list[int]] = {}
 
