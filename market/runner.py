@@ -29,88 +29,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agents.records import RoundRecord
+from market.columns import RUN_TABLES, SCHEMAS
 from market.engines.base import Engine, EngineInfo
-from market.model import (
-    ADVERTISER_REPORTERS,
-    AUCTION_COLUMNS,
-    ROUND_REPORTERS,
-    MarketModel,
-    TableRows,
-)
+from market.model import MarketModel, TableRows
 from scenarios.loader import dump_scenario, expand_variants, load_scenario
 
-TABLES = ("rounds", "advertisers", "auctions")
+TABLES = tuple(RUN_TABLES)
 SCENARIO_FILE = "scenario.yaml"
 META_FILE = "meta.json"
 FLUSH_SECONDS = 2.0
 TIMING_COLUMNS = ("engine_seconds", "round_seconds")
 
-_KEYS = {"variant": pa.string(), "seed": pa.int64(), "round": pa.int64()}
-_STRINGS = pa.list_(pa.string())
-_TYPES: dict[str, dict[str, pa.DataType]] = {
-    "rounds": {
-        **_KEYS,
-        "query": pa.string(),
-        "topic": pa.string(),
-        "mechanism": pa.string(),
-        "generator": pa.string(),
-        "n_entrants": pa.int64(),
-        "entrants": _STRINGS,
-        "n_relevant_entrants": pa.int64(),
-        "n_irrelevant_entrants": pa.int64(),
-        "n_candidates": pa.int64(),
-        "revenue": pa.float64(),
-        "welfare": pa.float64(),
-        "expected_welfare": pa.float64(),
-        "usefulness": pa.float64(),
-        "reply_logprob_ref": pa.float64(),
-        "reply_tokens": pa.int64(),
-        "reply_text": pa.string(),
-        "ess": pa.float64(),
-        "mentioned": _STRINGS,
-        "engine_seconds": pa.float64(),
-        "round_seconds": pa.float64(),
-    },
-    "advertisers": {
-        **_KEYS,
-        "advertiser": pa.string(),
-        "value": pa.float64(),
-        "policy": pa.string(),
-        "entered": pa.bool_(),
-        "relevant": pa.bool_(),
-        "topic": pa.string(),
-        "payment": pa.float64(),
-        "expected_reward": pa.float64(),
-        "expected_reward_without": pa.float64(),
-        "utility": pa.float64(),
-        "realized_reward": pa.float64(),
-        "realized_utility": pa.float64(),
-        "outside_reward": pa.float64(),
-        "mentioned": pa.bool_(),
-        "offset": pa.float64(),
-    },
-    "auctions": {
-        **_KEYS,
-        "candidate": pa.int64(),
-        "text": pa.string(),
-        "n_tokens": pa.int64(),
-        "log_ref": pa.float64(),
-        "log_gen": pa.float64(),
-        "allocation": pa.float64(),
-        "returned": pa.bool_(),
-        "rewards": pa.list_(pa.float64()),
-        "entrants": _STRINGS,
-    },
-}
-_COLUMNS = {
-    "rounds": tuple(ROUND_REPORTERS),
-    "advertisers": tuple(ADVERTISER_REPORTERS),
-    "auctions": AUCTION_COLUMNS,
-}
-SCHEMAS = {
-    table: pa.schema([(name, _TYPES[table][name]) for name in columns])
-    for table, columns in _COLUMNS.items()
-}
 _RECORD_FIELDS = tuple(f.name for f in fields(RoundRecord))
 
 
@@ -287,12 +216,14 @@ class RunFolder:
     def write(self, rows: TableRows, variant: str, seed: int, completed: int) -> None:
         """Write one replicate's new rows as one new part per table, then commit ``meta.json``
         with the rounds it has completed."""
-        if rows.rounds:
+        if len(rows.rounds):
             name = f"part-{int(self.meta['parts']):05d}.parquet"
             for table in TABLES:
                 folder = self.path / table
                 folder.mkdir(exist_ok=True)
-                data = pa.Table.from_pylist(getattr(rows, table), schema=SCHEMAS[table])
+                data = pa.Table.from_pandas(
+                    getattr(rows, table), schema=SCHEMAS[table], preserve_index=False
+                )
                 temporary = folder / f".{name}.tmp"
                 pq.write_table(data, temporary)
                 os.replace(temporary, folder / name)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from agents.records import RoundRecord
-from market.columns import ADVERTISER_COLUMNS, ROUND_COLUMNS, TABLE_COLUMNS
+from market.columns import (
+    ADVERTISER_COLUMNS,
+    ROUND_COLUMNS,
+    ROUNDS,
+    RUN_TABLES,
+    TABLE_COLUMNS,
+    render_docs,
+)
 from market.engines.synthetic import SyntheticEngine
 from market.model import (
     ADVERTISER_REPORTERS,
@@ -103,6 +112,24 @@ def test_collected_columns_cover_what_the_reports_read(engine):
             name,
             set(columns) - set(tables[name].columns),
         )
+
+
+def test_the_table_spec_drives_reporters_schema_and_docs(engine):
+    """One spec (market/columns.py): reporter names and order, collected columns, docs/data.md."""
+    assert tuple(ROUND_REPORTERS) == ROUNDS.names
+    assert tuple(ADVERTISER_REPORTERS) == RUN_TABLES["advertisers"].names
+    with pytest.raises(ValueError, match="without a reporter: \\['seed'\\]"):
+        ROUNDS.named({n: len for n in ROUNDS.names if n != "seed"})
+    with pytest.raises(ValueError, match="not in the spec: \\['bogus'\\]"):
+        ROUNDS.named({**{n: len for n in ROUNDS.names}, "bogus": len})
+    tables = frames(run(MarketModel(scenario(), engine), 2))
+    for name, spec in RUN_TABLES.items():
+        assert tuple(tables[name].columns) == spec.names, name
+    docs = Path(__file__).parents[1] / "docs" / "data.md"
+    text = docs.read_text(encoding="utf-8")
+    assert render_docs(text) == text, "docs/data.md is stale: python -m market.columns docs/data.md"
+    for name in RUN_TABLES:
+        assert f"<!-- columns: {name} -->" in text, name
 
 
 def test_a_round_records_histories_and_rows_consistently(engine):
