@@ -82,16 +82,16 @@ def market_scenario(
 
 def measure(label: str, scenario, engine, *, warmup: int) -> Measurement:
     """Run ``warmup`` untimed rounds, then ``scenario.rounds`` timed ones."""
-    model = MarketModel(scenario, engine)
-    for _ in range(warmup):
-        model.step()
-    engine_seconds = round_seconds = 0.0
-    start = time.perf_counter()
-    for _ in range(scenario.rounds):
-        model.step()
-        engine_seconds += model.outcome.engine_seconds
-        round_seconds += model.round_seconds
-    wall = time.perf_counter() - start
+    with MarketModel(scenario, engine) as model:
+        for _ in range(warmup):
+            model.step()
+        engine_seconds = round_seconds = 0.0
+        start = time.perf_counter()
+        for _ in range(scenario.rounds):
+            model.step()
+            engine_seconds += model.outcome.engine_seconds
+            round_seconds += model.round_seconds
+        wall = time.perf_counter() - start
     return Measurement(label, scenario.rounds, wall, engine_seconds, round_seconds)
 
 

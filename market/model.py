@@ -28,6 +28,7 @@ from agents.strategies import STRATEGIES, build_strategy
 from market.auction import Bidder, RoundOutcome, mentions, run_round
 from market.columns import AUCTIONS
 from market.engines.base import Engine, SamplingParams
+from market.history import RecentRecords, kept_rounds
 from market.mechanisms import build_mechanism
 from market.reporters import ADVERTISER_REPORTERS, ROUND_REPORTERS
 
@@ -105,9 +106,16 @@ class MarketModel(mesa.Model):
         self._query_probabilities = weights / weights.sum()
         self.outside_option = bool(scenario.outside_option)
         self.topics_graph = scenario.topics_graph()
-        self.advertisers = [
-            self._make_agent(i, spec) for i, spec in enumerate(scenario.advertisers)
-        ]
+        try:
+            self.advertisers = [
+                self._make_agent(i, spec) for i, spec in enumerate(scenario.advertisers)
+            ]
+        except BaseException:
+            self.close()  # the agents built so far would keep this model alive
+            raise
+        self._kept = kept_rounds([spec.policy for spec in scenario.advertisers])
+        for agent in self.advertisers:
+            agent.history = RecentRecords(self._kept)
         # strategies that draw get a fresh stream each round, so a resumed run draws the same
         self._drawing_strategies = {
             i: spec.strategy
@@ -124,6 +132,22 @@ class MarketModel(mesa.Model):
         self.relevant_now: dict[str, bool] = {}  # per advertiser, for the round's query
         self.mentioned_now: frozenset[str] = frozenset()  # advertisers named in the reply
         self.datacollector = self._collector()
+
+    def close(self) -> None:
+        """Let this model be freed once its caller drops it.
+
+        Mesa 3.3 counts agent ids in a class-level dict keyed by model (``Agent._ids``), which
+        keeps every model that ever had an agent alive, with its agents, histories and collected
+        rows: a long sweep grows without bound. Call this when a model is done (or use the model
+        as a context manager); the model is not usable afterwards.
+        """
+        mesa.Agent._ids.pop(self, None)
+
+    def __enter__(self) -> MarketModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @staticmethod
     def _collector() -> mesa.DataCollector:
@@ -309,4 +333,6 @@ class MarketModel(mesa.Model):
                         f"resume replay diverged: {agent.name}'s policy decides differently in "
                         f"round {t} than the recorded run; the run folder and the code disagree"
                     )
+        for agent in self.advertisers:
+            agent.history = RecentRecords(self._kept, agent.history)
         self.round = self.steps = done

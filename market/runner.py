@@ -295,7 +295,7 @@ def check_buildable(scenario: Any, engines: EnginePool, seed: int) -> None:
     """Build every variant's model once (engines load here) so bad settings fail before running."""
     for name, build in build_models(scenario, engines, seed).items():
         try:
-            build()
+            build().close()
         except (ValueError, TypeError, KeyError) as err:
             raise RunError(f"variant {name!r} of scenario {scenario.name!r}: {err}") from err
 
@@ -343,6 +343,7 @@ def execute(
                     if time.monotonic() - last_flush >= flush_seconds:
                         flush()
                 flush()
+                model.close()
                 model = None
     except BaseException as error:  # keep every completed round, whatever stopped the run
         interrupted = isinstance(error, KeyboardInterrupt)
@@ -350,6 +351,8 @@ def execute(
             if model is not None and not flushing:  # a flush cut short is dropped on resume
                 flush()
         finally:
+            if model is not None:
+                model.close()
             status = "interrupted" if interrupted else "failed"
             folder.commit(status=status, wall_seconds=time.perf_counter() - started)
         if interrupted:

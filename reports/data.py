@@ -70,10 +70,12 @@ class RunData:
         return bool(np.isfinite(self.advertisers["contribution"].to_numpy(dtype=float)).any())
 
 
-def _read_table(run_dir: Path, name: str, *, required: bool) -> pd.DataFrame:
+def _read_table(run_dir: Path, name: str, *, required: bool, skip: bool = False) -> pd.DataFrame:
     columns = TABLE_COLUMNS[name]
     part_dir = run_dir / name
     single = run_dir / f"{name}.parquet"
+    if skip:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     if part_dir.is_dir() and any(part_dir.glob("*.parquet")):
         frame = pd.read_parquet(part_dir)
     elif single.is_file():
@@ -101,14 +103,18 @@ def _read_table(run_dir: Path, name: str, *, required: bool) -> pd.DataFrame:
     return frame
 
 
-def load_run(run_dir: str | Path) -> RunData:
-    """Read a run folder into `RunData` (the tables of docs/data.md, scenario and meta)."""
+def load_run(run_dir: str | Path, *, auctions: bool = True) -> RunData:
+    """Read a run folder into `RunData` (the tables of docs/data.md, scenario and meta).
+
+    ``auctions=False`` leaves the largest table (one row per candidate) unread and empty, for
+    readers that need only rounds and advertisers (the terminal summary).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir {run_dir} is not a folder; pass the --out DIR of a run")
     rounds = _read_table(run_dir, "rounds", required=True)
     advertisers = _read_table(run_dir, "advertisers", required=True)
-    auctions = _read_table(run_dir, "auctions", required=False)
+    auctions = _read_table(run_dir, "auctions", required=False, skip=not auctions)
     if rounds.empty:
         raise RunDataError(f"{run_dir}/rounds holds no rounds yet; wait for the first flush")
     for column in ("entered", "relevant", "mentioned"):

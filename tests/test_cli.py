@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from market.cli import main
+from market.model import MarketModel
 from market.runner import SCHEMAS, read_table
 from reports.data import TABLE_COLUMNS
 from scenarios.loader import load_scenario
@@ -215,3 +217,28 @@ def test_bench_market_on_the_synthetic_engine(capsys):
     code, stdout, _ = run_cli(["bench", "market", "--rounds", "5", "--skip-llm"], capsys)
     assert code == 0
     assert "rounds/s" in stdout and "M=16" in stdout
+
+
+def _live_models() -> int:
+    gc.collect()
+    return sum(isinstance(o, MarketModel) for o in gc.get_objects())
+
+
+def test_a_sweep_frees_every_model_it_ran(tmp_path, capsys):
+    """Issue 9 item 6: models are closed when their replicate is done (Mesa's Agent._ids)."""
+    before = _live_models()
+    args = ["sweep", "free_riding", *SYNTHETIC, "--seeds", "3", "--rounds", "2", "--no-report"]
+    assert main([*args, "--out", str(tmp_path / "sweep")]) == 0
+    assert _live_models() == before
+
+
+def test_the_closing_summary_does_not_read_the_auctions_table(finished_run, capsys):
+    """Issue 11 item 3: the summary printed after a run reads rounds and advertisers only."""
+    import reports
+
+    damaged = [*finished_run.glob("auctions/*.parquet"), *finished_run.glob("auctions.parquet")]
+    assert damaged
+    for path in damaged:
+        path.write_bytes(b"not parquet")
+    reports.print_summary(finished_run)
+    assert "offset" in capsys.readouterr().out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from market.columns import (
     render_docs,
 )
 from market.engines.synthetic import SyntheticEngine
+from market.history import MIN_KEPT, RecentRecords, kept_rounds
 from market.model import (
     ADVERTISER_REPORTERS,
     ROUND_REPORTERS,
@@ -345,3 +349,81 @@ def test_replayed_histories_read_like_list_prefixes():
     assert prefix[-2:] == [4, 5] and prefix[3:] == [3, 4, 5] and prefix[-1] == 5
     with pytest.raises(IndexError):
         prefix[6]
+
+
+def test_a_closed_model_is_freed(engine):
+    """Mesa 3.3's class-level Agent._ids keeps every model alive until the model is closed."""
+    with MarketModel(scenario(), engine) as model:
+        run(model, 2)
+        alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+    before = _live_models()
+    with pytest.raises(ValueError, match="unknown policy"):
+        _broken_model(engine)
+    assert _live_models() == before  # a model that failed to build is not kept either
+
+
+def _live_models() -> int:
+    gc.collect()
+    return sum(isinstance(o, MarketModel) for o in gc.get_objects())
+
+
+def _broken_model(engine):
+    """A model whose last advertiser fails to build, after the others have registered."""
+    good = scenario()
+    bad = good.advertisers[-1].model_copy(
+        update={"policy": good.advertisers[-1].policy.model_copy(update={"type": "bogus"})}
+    )
+    return MarketModel(
+        good.model_copy(update={"advertisers": [*good.advertisers[:-1], bad]}), engine
+    )
+
+
+def test_memory_stays_flat_over_rounds(engine):
+    """Histories keep their latest rounds and drained rows leave the collector, so a model's
+    memory does not grow with the rounds it has run (issue 9 item 6, issue 11 item 3)."""
+    always = [
+        {**a, "policy": {"type": "always"}, "strategy": {"type": "truthful"}} for a in ADVERTISERS
+    ]
+    model = MarketModel(scenario(advertisers=always, queries=QUERIES[:1], rounds=10_000), engine)
+    tracemalloc.start()
+    try:
+        for t in range(512):  # checkpoints 12 x 32 rounds apart: the same phase of the trim
+            model.step()
+            if t % 16 == 15:
+                model.drain_rows()
+            if t == 127:
+                gc.collect()
+                before = tracemalloc.get_traced_memory()[0]
+        gc.collect()
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # unbounded histories alone would add ~1.5 KB a round here (4 advertisers): ~580 KB
+    assert growth < 20_000, growth
+    assert model.datacollector.get_model_vars_dataframe().empty  # drained rows are gone
+    history = model.advertisers[0].history
+    assert len(history) == 512 and history[-1].round == 511
+    assert [r.round for r in history[-3:]] == [509, 510, 511]
+    with pytest.raises(IndexError, match="keeps its last"):
+        history[0]
+    model.close()
+
+
+def test_recent_records_read_like_the_full_list():
+    records = [RoundRecord(round=t, entered=t % 2 == 0, relevant=True) for t in range(100)]
+    recent = RecentRecords(10)
+    for record in records:
+        recent.append(record)
+        assert len(recent) == record.round + 1 and recent[-1] is record
+    assert recent[-10:] == records[-10:] and recent[95:] == records[95:]
+    assert recent[99] is records[99] and recent[-3] is records[97]
+    assert list(recent)[-10:] == records[-10:] and len(list(recent)) <= 20
+    with pytest.raises(IndexError, match="keeps its last 10"):
+        recent[:50]
+    with pytest.raises(IndexError, match="out of range"):
+        recent[100]
+    assert kept_rounds([{"type": "imitation", "kwargs": {"window": 40}}]) == 80
+    assert kept_rounds([{"type": "always"}]) == MIN_KEPT
