@@ -401,8 +401,9 @@ def test_memory_stays_flat_over_rounds(engine):
         growth = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    # unbounded histories alone would add ~1.5 KB a round here (4 advertisers): ~580 KB
-    assert growth < 20_000, growth
+    # unbounded histories alone would add ~1.5 KB a round here (4 advertisers): ~580 KB over
+    # these 384 rounds; what remains is small allocations inside numpy and pandas (~50 B a round)
+    assert growth < 60_000, growth
     assert model.datacollector.get_model_vars_dataframe().empty  # drained rows are gone
     history = model.advertisers[0].history
     assert len(history) == 512 and history[-1].round == 511
