@@ -103,7 +103,10 @@ class MarketModel(mesa.Model):
         )
         self.queries = tuple(scenario.queries)  # validated: non-empty, weights > 0
         weights = np.array([q.weight for q in self.queries], dtype=float)
-        self._query_probabilities = weights / weights.sum()
+        # numpy's Generator.choice(p=...) draws one uniform against this same normalised CDF;
+        # drawing it directly gives the same query without choice's per-call validation
+        cdf = (weights / weights.sum()).cumsum()
+        self._query_cdf = cdf / cdf[-1]
         self.outside_option = bool(scenario.outside_option)
         self.topics_graph = scenario.topics_graph()
         try:
@@ -131,6 +134,9 @@ class MarketModel(mesa.Model):
         self.round_seconds = math.nan
         self.relevant_now: dict[str, bool] = {}  # per advertiser, for the round's query
         self.mentioned_now: frozenset[str] = frozenset()  # advertisers named in the reply
+        # per entrant: (expected reward without her, offset C_i); per agent: this round's record
+        self.counterfactuals: dict[str, tuple[float, float]] = {}
+        self.round_records: dict[AdvertiserAgent, RoundRecord] = {}
         self.datacollector = self._collector()
 
     def close(self) -> None:
@@ -183,8 +189,8 @@ class MarketModel(mesa.Model):
 
     def draw_query(self, round_index: int) -> Any:
         """The query of a round, drawn ∝ weight from the query mix's own per-round stream."""
-        rng = self.streams.rng("query", round_index)
-        return self.queries[int(rng.choice(len(self.queries), p=self._query_probabilities))]
+        uniform = self.streams.rng("query", round_index).random()
+        return self.queries[int(self._query_cdf.searchsorted(uniform, side="right"))]
 
     def is_relevant(self, name: str) -> bool:
         """Whether the round's query topic is one of the advertiser's: an edge of the bipartite
@@ -225,8 +231,18 @@ class MarketModel(mesa.Model):
         self.mentioned_now = frozenset(
             a.name for a in self.advertisers if mentions(outcome.reply.text, a.name)
         )
-        for agent in self.advertisers:
-            agent.record(self._record_for(agent, outcome))
+        self.counterfactuals = dict(
+            zip(
+                outcome.entrants,
+                zip(
+                    outcome.expected_rewards_without.tolist(), outcome.offsets.tolist(), strict=True
+                ),
+                strict=True,
+            )
+        )
+        self.round_records = {agent: self._record_for(agent, outcome) for agent in self.advertisers}
+        for agent, record in self.round_records.items():
+            agent.record(record)
         self.round_seconds = time.perf_counter() - start
         self.datacollector.collect(self)
         self._collect_auction()

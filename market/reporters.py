@@ -2,8 +2,9 @@
 
 Names, order and types come from the table spec (`market.columns`): ``ROUNDS.named`` and
 ``ADVERTISERS.named`` refuse a reporter without a column or a column without a reporter. Model
-reporters read the round the model just ran (``model.outcome``); agent reporters read the
-advertiser's record of that round (``agent.last``), which the model writes before collecting.
+reporters read the round the model just ran (``model.outcome``); agent reporters read the record
+the model handed each advertiser for that round (``model.round_records[agent]``, the newest entry
+of her history) and the entrants' counterfactuals (``model.counterfactuals``).
 """
 
 from __future__ import annotations
@@ -152,8 +153,7 @@ ROUND_REPORTERS = ROUNDS.named(
 # --- advertisers: one row per advertiser and round -------------------------------------------
 
 
-def _entrant_index(agent: AdvertiserAgent) -> int | None:
-    return agent.model.entrant_index.get(agent.name)
+_ABSENT = (math.nan, math.nan)  # no counterfactual and no offset for an advertiser who is out
 
 
 def agent_variant(agent: AdvertiserAgent) -> str:
@@ -165,7 +165,7 @@ def agent_seed(agent: AdvertiserAgent) -> int:
 
 
 def agent_round(agent: AdvertiserAgent) -> int:
-    return agent.last.round
+    return agent.model.round_records[agent].round
 
 
 def advertiser(agent: AdvertiserAgent) -> str:
@@ -181,53 +181,51 @@ def policy(agent: AdvertiserAgent) -> str:
 
 
 def entered(agent: AdvertiserAgent) -> bool:
-    return agent.last.entered
+    return agent.model.round_records[agent].entered
 
 
 def relevant(agent: AdvertiserAgent) -> bool:
-    return agent.last.relevant
+    return agent.model.round_records[agent].relevant
 
 
 def agent_topic(agent: AdvertiserAgent) -> str:
-    return agent.last.topic
+    return agent.model.round_records[agent].topic
 
 
 def payment(agent: AdvertiserAgent) -> float:
-    return agent.last.payment
+    return agent.model.round_records[agent].payment
 
 
 def expected_reward(agent: AdvertiserAgent) -> float:
-    return agent.last.expected_reward
+    return agent.model.round_records[agent].expected_reward
 
 
 def expected_reward_without(agent: AdvertiserAgent) -> float:
-    i = _entrant_index(agent)
-    return math.nan if i is None else float(agent.model.outcome.expected_rewards_without[i])
+    return agent.model.counterfactuals.get(agent.name, _ABSENT)[0]
 
 
 def utility(agent: AdvertiserAgent) -> float:
-    return agent.last.utility
+    return agent.model.round_records[agent].utility
 
 
 def realized_reward(agent: AdvertiserAgent) -> float:
-    return agent.last.realized_reward
+    return agent.model.round_records[agent].realized_reward
 
 
 def realized_utility(agent: AdvertiserAgent) -> float:
-    return agent.last.realized_utility
+    return agent.model.round_records[agent].realized_utility
 
 
 def outside_reward(agent: AdvertiserAgent) -> float:
-    return agent.last.outside_reward
+    return agent.model.round_records[agent].outside_reward
 
 
 def agent_mentioned(agent: AdvertiserAgent) -> bool:
-    return agent.last.mentioned
+    return agent.model.round_records[agent].mentioned
 
 
 def offset(agent: AdvertiserAgent) -> float:
-    i = _entrant_index(agent)
-    return math.nan if i is None else float(agent.model.outcome.offsets[i])
+    return agent.model.counterfactuals.get(agent.name, _ABSENT)[1]
 
 
 ADVERTISER_REPORTERS = ADVERTISERS.named(

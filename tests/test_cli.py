@@ -217,6 +217,11 @@ def test_bench_market_on_the_synthetic_engine(capsys):
     code, stdout, _ = run_cli(["bench", "market", "--rounds", "5", "--skip-llm"], capsys)
     assert code == 0
     assert "rounds/s" in stdout and "M=16" in stdout
+    code, stdout, _ = run_cli(
+        ["bench", "market", "--rounds", "5", "--skip-llm", "--profile"], capsys
+    )
+    assert code == 0
+    assert "data collection" in stdout and "engine calls" in stdout
 
 
 def _live_models() -> int:

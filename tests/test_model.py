@@ -191,6 +191,18 @@ def test_queries_follow_the_weighted_mix(engine):
     assert topics.count("cooking") / 600 == pytest.approx(2 / 3, abs=0.06)
 
 
+def test_the_query_draw_is_numpys_weighted_choice(engine):
+    """draw_query inverts the same normalised CDF Generator.choice(p=...) uses: same queries."""
+    weighted = [{**q, "weight": w} for q, w in zip(QUERIES * 2, (0.5, 2.0, 1.0, 3.5), strict=True)]
+    weighted = [{**q, "text": f"{q['text']} ({k})"} for k, q in enumerate(weighted)]
+    model = MarketModel(scenario(queries=weighted), engine)
+    p = np.array([q["weight"] for q in weighted]) / 7.0
+    for t in range(300):
+        expected = model.streams.rng("query", t).choice(len(weighted), p=p)
+        assert model.draw_query(t).text == weighted[expected]["text"]
+    model.close()
+
+
 def test_random_streams_are_addressed_by_round_and_independent():
     streams = RandomStreams(3)
     again = RandomStreams(3)
