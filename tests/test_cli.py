@@ -226,7 +226,7 @@ def test_bench_market_on_the_synthetic_engine(capsys):
 
 def _live_models() -> int:
     gc.collect()
-    return sum(isinstance(o, MarketModel) for o in gc.get_objects())
+    return sum(type(o) is MarketModel for o in gc.get_objects())
 
 
 def test_a_sweep_frees_every_model_it_ran(tmp_path, capsys):

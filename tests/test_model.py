@@ -379,7 +379,7 @@ def test_a_closed_model_is_freed(engine):
 
 def _live_models() -> int:
     gc.collect()
-    return sum(isinstance(o, MarketModel) for o in gc.get_objects())
+    return sum(type(o) is MarketModel for o in gc.get_objects())
 
 
 def _broken_model(engine):
