@@ -34,10 +34,12 @@ from market.runner import (
     RunError,
     RunFolder,
     RunInterrupted,
-    check_buildable,
+    create,
     default_run_dir,
     execute,
+    reopen,
 )
+from market.studies import Study
 from scenarios.loader import ScenarioError, list_scenarios, load_scenario
 
 EXIT_USAGE = 2
@@ -127,21 +129,19 @@ def _check_run_args(args: argparse.Namespace) -> None:
 
 def _new_folder(
     args: argparse.Namespace, n_seeds: int, cache: bool
-) -> tuple[RunFolder, EnginePool]:
+) -> tuple[RunFolder, Study, EnginePool]:
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.rounds is not None:
         overrides.append(f"rounds={args.rounds}")
     scenario = load_scenario(args.scenario, overrides)
-    engines = EnginePool(scenario.catalog(), cache=cache)
-    check_buildable(scenario, engines, scenario.seed)  # nothing is written for a bad scenario
     seeds = [scenario.seed + k for k in range(n_seeds)]
     out = args.out or default_run_dir(scenario.name)
-    return RunFolder.create(out, scenario, seeds), engines
+    return create(scenario, out, seeds, cache=cache)  # nothing is written for a bad scenario
 
 
-def _resumed_folder(args: argparse.Namespace) -> RunFolder:
+def _resumed_folder(args: argparse.Namespace) -> tuple[RunFolder, Study, EnginePool]:
     conflicting = [
         flag
         for flag, given in (
@@ -156,20 +156,14 @@ def _resumed_folder(args: argparse.Namespace) -> RunFolder:
         raise UsageError(
             f"--resume reloads the scenario from the run folder; drop {', '.join(conflicting)}"
         )
-    return RunFolder.open(args.resume, rounds=args.rounds)
+    return reopen(args.resume, rounds=args.rounds, cache=not args.no_cache)
 
 
-def _run(args: argparse.Namespace, n_seeds: int, console: Console) -> int:
-    _check_run_args(args)
-    if getattr(args, "resume", None) is not None:
-        folder = _resumed_folder(args)
-        engines = EnginePool(folder.scenario.catalog(), cache=not args.no_cache)
-        check_buildable(folder.scenario, engines, folder.seeds[0])
-    elif args.scenario is None:
-        raise UsageError("give a SCENARIO (name or YAML file) or --resume DIR")
-    else:
-        folder, engines = _new_folder(args, n_seeds, cache=not args.no_cache)
-
+def run_with_progress(
+    folder: RunFolder, study: Study, engines: EnginePool, flush_seconds: float
+) -> int | None:
+    """Execute a study with a progress bar on stderr; the exit code when the user stopped it
+    (the folder is saved and resumable), None when it finished."""
     errors = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -189,19 +183,40 @@ def _run(args: argparse.Namespace, n_seeds: int, console: Console) -> int:
         try:
             execute(
                 folder,
+                study,
                 engines,
                 on_round=lambda: progress.advance(task),
-                flush_seconds=args.flush_seconds,
+                flush_seconds=flush_seconds,
             )
         except RunInterrupted as stop:
             progress.stop()
+            resume = "replicate" if folder.study == "replication" else "run"
             errors.print(
                 f"admarket: interrupted; {stop.completed} completed rounds are saved in "
-                f"{stop.run_dir}. Resume with: admarket run --resume {stop.run_dir}",
+                f"{stop.run_dir}. Resume with: admarket {resume} --resume {stop.run_dir}",
                 highlight=False,
                 soft_wrap=True,
             )
             return EXIT_INTERRUPTED
+    return None
+
+
+def _run(args: argparse.Namespace, n_seeds: int, console: Console) -> int:
+    _check_run_args(args)
+    if getattr(args, "resume", None) is not None:
+        folder, study, engines = _resumed_folder(args)
+    elif args.scenario is None:
+        raise UsageError("give a SCENARIO (name or YAML file) or --resume DIR")
+    else:
+        folder, study, engines = _new_folder(args, n_seeds, cache=not args.no_cache)
+    if folder.study != "market":
+        raise UsageError(
+            f"{folder.path} holds a {folder.study} study; continue it with "
+            f"`admarket replicate --resume {folder.path}`"
+        )
+    stopped = run_with_progress(folder, study, engines, args.flush_seconds)
+    if stopped is not None:
+        return stopped
     console.print(f"run folder: {folder.path}", highlight=False, soft_wrap=True)
     return _finish(folder.path, console, build=not args.no_report)
 
@@ -222,9 +237,28 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     from reports.data import RunDataError
 
     try:
+        if _study_of(args.run_dir) == "replication":
+            from reports.replication import build_study_report, print_study_summary
+
+            page = build_study_report(args.run_dir)
+            print_study_summary(args.run_dir, console)
+            console.print(f"report: {page}", highlight=False, soft_wrap=True)
+            return 0
         return _finish(args.run_dir, console, build=True)
     except (RunDataError, FileNotFoundError) as err:
         raise RunError(str(err)) from err
+
+
+def _study_of(run_dir: Path) -> str:
+    """The study kind a run folder's meta.json records (``market`` when it says none)."""
+    import json
+
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "market"
+    study = meta.get("study") if isinstance(meta, dict) else None
+    return str(study.get("kind", "market")) if isinstance(study, dict) else "market"
 
 
 def _scenarios(console: Console) -> int:
@@ -239,9 +273,9 @@ def _scenarios(console: Console) -> int:
 
 def _delegate(args: argparse.Namespace, forwarded: list[str]) -> int:
     if args.command == "replicate":
-        from reports import replication
+        from market import replicate
 
-        return int(replication.main(forwarded) or 0)
+        return int(replicate.main(forwarded) or 0)
     if args.target == "engine":
         from benchmarks import engine
 

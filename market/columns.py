@@ -5,7 +5,7 @@ column, checked against the spec at import), the parquet schema the run folder i
 (`TableSpec.schema`), what the reports require of a run folder (`TABLE_COLUMNS`) and the column
 tables of docs/data.md, which are generated from it::
 
-    python -m market.columns docs/data.md     # rewrite the generated sections in place
+    python -m market.columns docs/data.md docs/replication.md   # rewrite generated sections
 
 (tests/test_model.py checks that the file in the repository equals what this writes).
 """
@@ -181,6 +181,125 @@ AUCTIONS = TableSpec(
 )
 
 RUN_TABLES: dict[str, TableSpec] = {t.name: t for t in (ROUNDS, ADVERTISERS, AUCTIONS)}
+
+
+# --- the paper's one-shot study (`admarket replicate`, docs/replication.md) --------------------
+
+_INSTANCE = (
+    Column("instance", pa.int64(), "index of the instance (one query with two advertisers)"),
+    Column("query", pa.string(), "the user query x"),
+    Column("topic", pa.string(), "its topic"),
+    Column("advertisers", pa.string(), "the instance's two advertisers, `A + B`"),
+)
+_AUCTION = (
+    *_INSTANCE,
+    Column("seed", pa.int64(), "seed index of the instance (0, 1, …; the run's root seed aside)"),
+    Column("generator", pa.string(), "variant: `context` (π_con) or `baseline` (π_ref)"),
+    Column("M", pa.int64(), "candidates used: the first M of one M_max draw (nested sets)"),
+)
+
+INSTANCES = TableSpec(
+    "instances",
+    "instance × seed × generator × M",
+    (
+        *_AUCTION,
+        Column(
+            "logp_optimal",
+            pa.float64(),
+            "Σ_j allocation_j · log π_r(y_j): expected log π_r of the returned reply (Fig. 1a; "
+            "up to log Z(x) off the synthetic engine)",
+        ),
+        Column("logp_optimal_returned", pa.float64(), "log π_r of the reply actually drawn"),
+        Column(
+            "logp_reference",
+            pa.float64(),
+            "Σ_j allocation_j · log π_ref(y_j) (Fig. 3, App. C.3)",
+        ),
+        Column("usefulness", pa.float64(), "log π_ref(reply | x) per token of the returned reply"),
+        Column("expected_reward", pa.float64(), "Σ_i allocation · r_i"),
+        Column(
+            "normalized_reward",
+            pa.float64(),
+            "Σ_i (allocation · r_i − softmax(β_-i) · r_i) on the same candidates (Fig. 1b, eq. 15)",
+        ),
+        Column("utility_offset", pa.float64(), "Σ_i utility with the offset C_i (Fig. 4)"),
+        Column(
+            "utility_no_offset", pa.float64(), "Σ_i utility under Rochet payments, C_i = 0 (eq. 13)"
+        ),
+        Column("revenue_offset", pa.float64(), "Σ_i payment with the offset (Fig. 2)"),
+        Column("revenue_no_offset", pa.float64(), "Σ_i payment with C_i = 0"),
+        Column("ess", pa.float64(), "effective sample size of the allocation, 1 / Σ allocation²"),
+        Column("mentions", pa.int64(), "advertisers named in the returned reply (of 2)"),
+        Column("reply_tokens", pa.int64(), "length of the returned reply in tokens"),
+        Column("reply_text", pa.string(), "the returned reply"),
+    ),
+)
+
+STUDY_ADVERTISERS = TableSpec(
+    "advertisers",
+    "instance × seed × generator × M × advertiser",
+    (
+        *_AUCTION,
+        Column("advertiser", pa.string(), "name"),
+        Column("expected_reward", pa.float64(), "allocation · r_i"),
+        Column(
+            "expected_reward_without",
+            pa.float64(),
+            "softmax(β_-i) · r_i: her reward from the allocation without her report (eq. 15)",
+        ),
+        Column(
+            "contribution", pa.float64(), "expected_reward − expected_reward_without (Figs. 5/6)"
+        ),
+        Column("utility_offset", pa.float64(), "expected_reward − payment_offset"),
+        Column("utility_no_offset", pa.float64(), "expected_reward − payment_no_offset"),
+        Column("payment_offset", pa.float64(), "p_i with the offset (Sec. 5.3)"),
+        Column("payment_no_offset", pa.float64(), "p_i + C_i: the Rochet payment (eq. 13)"),
+        Column("offset", pa.float64(), "C_i = −τ·logsumexp(β_-i)"),
+        Column("mentioned", pa.bool_(), "her name appears in the returned reply"),
+    ),
+)
+
+CANDIDATES = TableSpec(
+    "candidates",
+    "instance × seed × generator × M × candidate",
+    (
+        *_AUCTION,
+        Column("candidate", pa.int64(), "j"),
+        Column("reply", pa.string(), "the candidate's token ids, space-separated"),
+        Column("allocation", pa.float64(), "probability of returning y_j"),
+        Column("log_ref", pa.float64(), "log π_ref(y_j | x)"),
+        Column(
+            "log_pi_r",
+            pa.float64(),
+            "log π_r(y_j | x), π_r ∝ π_ref·exp(Σ_i r_i/τ) (eq. 2; up to log Z(x) off synthetic)",
+        ),
+    ),
+)
+
+OPTIMA = TableSpec(
+    "optima",
+    "instance (written by the first generator's replicate)",
+    (
+        Column("instance", pa.int64(), "index of the instance"),
+        Column("query", pa.string(), "the user query x"),
+        Column("advertisers", pa.string(), "the instance's two advertisers, `A + B`"),
+        Column("exact", pa.bool_(), "π_r known exactly (synthetic engine: whole support scored)"),
+        Column("log_z", pa.float64(), "log Z(x) = log Σ_y π_ref(y)·exp(r(y)/τ) (NaN if not exact)"),
+        Column("optimal_logp", pa.float64(), "E_{y~π_r}[log π_r(y)] = −H(π_r) (Fig. 1a benchmark)"),
+        Column("reference_logp", pa.float64(), "E_{y~π_ref}[log π_ref(y)] (footnote 4's proxy)"),
+        Column("support_size", pa.int64(), "replies in the enumerated support (0 if not exact)"),
+    ),
+)
+
+REPLICATION_TABLES: dict[str, TableSpec] = {
+    t.name: t for t in (INSTANCES, STUDY_ADVERTISERS, CANDIDATES, OPTIMA)
+}
+
+# Every table of every study, by the name docs/*.md sections use.
+DOC_TABLES: dict[str, TableSpec] = {
+    **RUN_TABLES,
+    **{f"replication.{name}": t for name, t in REPLICATION_TABLES.items()},
+}
 SCHEMAS: dict[str, pa.Schema] = {name: t.schema for name, t in RUN_TABLES.items()}
 
 # What the reports read (the writer writes exactly these; reports/data.py checks a folder has them).
@@ -217,7 +336,7 @@ def markdown_table(spec: TableSpec) -> str:
 def render_docs(text: str, tables: dict[str, TableSpec] | None = None) -> str:
     """``text`` with every ``<!-- columns: NAME -->`` … ``<!-- end of columns -->`` section
     replaced by the spec's table NAME; ValueError for a section naming no table."""
-    tables = RUN_TABLES if tables is None else tables
+    tables = DOC_TABLES if tables is None else tables
 
     def replace(match: re.Match) -> str:
         name = match.group("name")

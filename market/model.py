@@ -77,6 +77,10 @@ class TableRows:
     def __len__(self) -> int:
         return len(self.rounds)
 
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """Table name -> its frame."""
+        return {"rounds": self.rounds, "advertisers": self.advertisers, "auctions": self.auctions}
+
 
 class MarketModel(mesa.Model):
     """Repeated auctions of one scenario variant under one root seed.

@@ -199,16 +199,16 @@ def test_replicate_and_bench_forward_their_arguments(monkeypatch, capsys):
         return module
 
     import benchmarks
-    import reports
+    import market
 
-    monkeypatch.setitem(sys.modules, "reports.replication", fake("reports.replication"))
-    monkeypatch.setattr(reports, "replication", sys.modules["reports.replication"], raising=False)
+    monkeypatch.setitem(sys.modules, "market.replicate", fake("market.replicate"))
+    monkeypatch.setattr(market, "replicate", sys.modules["market.replicate"], raising=False)
     monkeypatch.setitem(sys.modules, "benchmarks.engine", fake("benchmarks.engine"))
     monkeypatch.setattr(benchmarks, "engine", sys.modules["benchmarks.engine"], raising=False)
     assert main(["replicate", "--engine", "synthetic", "--help"]) == 0
     assert main(["bench", "engine", "--quick"]) == 0
     assert seen == {
-        "reports.replication": ["--engine", "synthetic", "--help"],
+        "market.replicate": ["--engine", "synthetic", "--help"],
         "benchmarks.engine": ["--quick"],
     }
 

@@ -64,7 +64,7 @@ def _run(name: str, out: Path) -> None:
 
 
 def _replicate(out: Path) -> None:
-    from reports.replication import main
+    from market.replicate import main
 
     assert main([*REPLICATION, "--out", str(out)]) == 0
 
