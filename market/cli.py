@@ -1,13 +1,18 @@
 """`admarket`: run, sweep, report, replicate, bench, scenarios.
 
-Bad input (a scenario that does not validate, an engine that will not load, a missing run folder,
-bad arguments) prints ONE line ``admarket: error: <message>`` on stderr and exits 2, without a
-traceback. Ctrl-C during a run flushes the completed rounds, says how to resume, and exits 130.
+Bad input (a scenario that does not validate, an engine that will not load, a missing, damaged,
+locked or unwritable run folder, bad arguments, a full disk) prints ONE line
+``admarket: error: <message>`` on stderr and exits 2, without a traceback. Ctrl-C during a run
+flushes the completed rounds, says how to resume, and exits 130; SIGTERM does the same and exits
+143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,10 +35,12 @@ from rich.text import Text
 from market.engines.base import EngineError
 from market.runner import (
     FLUSH_SECONDS,
+    MAX_SEED,
     EnginePool,
     RunError,
     RunFolder,
     RunInterrupted,
+    Terminated,
     create,
     default_run_dir,
     execute,
@@ -44,6 +51,7 @@ from scenarios.loader import ScenarioError, list_scenarios, load_scenario
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class UsageError(Exception):
@@ -95,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a scenario (every variant) into a run folder")
     run.add_argument("scenario", nargs="?", help="built-in scenario name or YAML file")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
+    run.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --resume: drop rounds whose files are damaged and compute them again",
+    )
     run_options(run)
 
     sweep = commands.add_parser("sweep", help="N replicates (seeds seed..seed+N-1) in one folder")
@@ -119,12 +132,21 @@ def _parser() -> argparse.ArgumentParser:
 def _check_run_args(args: argparse.Namespace) -> None:
     if args.rounds is not None and args.rounds < 1:
         raise UsageError(f"--rounds must be >= 1, got {args.rounds}")
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {args.seed}")
-    if args.flush_seconds < 0:
-        raise UsageError(f"--flush-seconds must be >= 0, got {args.flush_seconds}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and 2^63 - 1, got {args.seed}")
+    if not (math.isfinite(args.flush_seconds) and args.flush_seconds >= 0):
+        raise UsageError(
+            f"--flush-seconds must be a finite number of seconds >= 0, got {args.flush_seconds}"
+        )
     if getattr(args, "seeds", 1) < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seed is not None and args.seed + getattr(args, "seeds", 1) - 1 > MAX_SEED:
+        raise UsageError(
+            f"--seed {args.seed} with --seeds {args.seeds} runs past the largest seed 2^63 - 1; "
+            "give a smaller --seed"
+        )
+    if getattr(args, "repair", False) and getattr(args, "resume", None) is None:
+        raise UsageError("--repair applies to --resume DIR; add --resume DIR or drop --repair")
 
 
 def _new_folder(
@@ -156,7 +178,7 @@ def _resumed_folder(args: argparse.Namespace) -> tuple[RunFolder, Study, EngineP
         raise UsageError(
             f"--resume reloads the scenario from the run folder; drop {', '.join(conflicting)}"
         )
-    return reopen(args.resume, rounds=args.rounds, cache=not args.no_cache)
+    return reopen(args.resume, rounds=args.rounds, cache=not args.no_cache, repair=args.repair)
 
 
 def run_with_progress(
@@ -176,7 +198,9 @@ def run_with_progress(
         console=errors,
         transient=False,
     )
-    with progress:
+    for note in folder.repairs:
+        errors.print(f"admarket: repaired {folder.path}: {note}", highlight=False, soft_wrap=True)
+    with progress, _sigterm_stops_the_run():
         task = progress.add_task(
             folder.scenario.name, total=folder.total_rounds, completed=folder.completed_rounds
         )
@@ -192,13 +216,34 @@ def run_with_progress(
             progress.stop()
             resume = "replicate" if folder.study == "replication" else "run"
             errors.print(
-                f"admarket: interrupted; {stop.completed} completed rounds are saved in "
-                f"{stop.run_dir}. Resume with: admarket {resume} --resume {stop.run_dir}",
+                f"admarket: {'terminated' if stop.terminated else 'interrupted'}; "
+                f"{stop.completed} completed rounds are saved in {stop.run_dir}. Resume with: "
+                f"admarket {resume} --resume {stop.run_dir}",
                 highlight=False,
                 soft_wrap=True,
             )
-            return EXIT_INTERRUPTED
+            return EXIT_TERMINATED if stop.terminated else EXIT_INTERRUPTED
+        finally:
+            folder.release()
     return None
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_run():
+    """While a run executes, SIGTERM stops it like Ctrl-C (final flush, status "interrupted")."""
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace, n_seeds: int, console: Console) -> int:
@@ -210,6 +255,7 @@ def _run(args: argparse.Namespace, n_seeds: int, console: Console) -> int:
     else:
         folder, study, engines = _new_folder(args, n_seeds, cache=not args.no_cache)
     if folder.study != "market":
+        folder.release()
         raise UsageError(
             f"{folder.path} holds a {folder.study} study; continue it with "
             f"`admarket replicate --resume {folder.path}`"
@@ -236,6 +282,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         raise RunError(f"run folder {args.run_dir} does not exist; pass the --out DIR of a run")
     from reports.data import RunDataError
 
+    _check_readable(args.run_dir)
     try:
         if _study_of(args.run_dir) == "replication":
             from reports.replication import build_study_report, print_study_summary
@@ -247,6 +294,29 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         return _finish(args.run_dir, console, build=True)
     except (RunDataError, FileNotFoundError) as err:
         raise RunError(str(err)) from err
+    except OSError as err:
+        raise RunError(
+            f"{getattr(err, 'filename', None) or args.run_dir}: cannot write the report "
+            f"({err.strerror or err}) — copy the run folder somewhere writable and report the copy"
+        ) from err
+
+
+def _check_readable(run_dir: Path) -> None:
+    """A run folder's meta.json, scenario.yaml and data files are what its run wrote."""
+    if not (run_dir / "meta.json").exists():
+        return  # a folder written by hand: the report checks its columns
+    from market.integrity import check_files, read_meta
+    from market.runfolder import check_scenario
+    from market.studies import STUDY_TABLES
+
+    meta = read_meta(run_dir)
+    check_scenario(run_dir, meta)
+    study = (
+        meta.get("study", {}).get("kind", "market")
+        if isinstance(meta.get("study"), dict)
+        else "market"
+    )
+    check_files(run_dir, list(STUDY_TABLES.get(study, {})))
 
 
 def _study_of(run_dir: Path) -> str:
@@ -304,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ScenarioError, EngineError, RunError) as err:
         print(f"admarket: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("admarket: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("admarket: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -46,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: runs/replication-...)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the study in DIR")
     p.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --resume: drop rounds whose files are damaged and compute them again",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -74,13 +79,16 @@ def _prepare(args: argparse.Namespace):
             raise RunError(
                 f"--resume reloads the study from the run folder; drop {', '.join(given)}"
             )
-        folder, study, engines = reopen(args.resume)
+        folder, study, engines = reopen(args.resume, repair=args.repair)
         if folder.study != "replication":
+            folder.release()
             raise RunError(
                 f"{folder.path} holds a {folder.study} run, not a replication; continue it with "
                 f"`admarket run --resume {folder.path}`"
             )
         return folder, study, engines
+    if args.repair:
+        raise RunError("--repair applies to --resume DIR; add --resume DIR or drop --repair")
     base = load_scenario(args.scenario)
     overrides = replicate_overrides(base.engine.type, args.engine, args.seeds, args.overrides)
     scenario = load_scenario(args.scenario, overrides)

@@ -24,9 +24,11 @@ from market.engines.base import EngineInfo
 from market.engines.pool import EnginePool
 from market.runfolder import (
     META_FILE,
+    SCENARIO_FILE,
     TIMING_COLUMNS,
     RunError,
     RunFolder,
+    check_writable_target,
     comparable,
     read_table,
 )
@@ -44,6 +46,8 @@ __all__ = [
     "RunError",
     "RunFolder",
     "RunInterrupted",
+    "RunWriteError",
+    "Terminated",
     "comparable",
     "create",
     "default_run_dir",
@@ -54,13 +58,26 @@ __all__ = [
 ]
 
 
-class RunInterrupted(Exception):
-    """The user stopped the run (Ctrl-C); every completed round up to the last flush is saved."""
+MAX_SEED = 2**63 - 1  # seeds are stored as 64-bit integers
 
-    def __init__(self, run_dir: Path, completed: int) -> None:
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so a terminated run stops like a Ctrl-C'd one."""
+
+
+class RunInterrupted(Exception):
+    """The user stopped the run (Ctrl-C or SIGTERM); every completed round up to the last flush
+    is saved. ``terminated``: it was SIGTERM."""
+
+    def __init__(self, run_dir: Path, completed: int, *, terminated: bool = False) -> None:
         self.run_dir = run_dir
         self.completed = completed
+        self.terminated = terminated
         super().__init__(f"interrupted after {completed} completed rounds in {run_dir}")
+
+
+class RunWriteError(RunError):
+    """Writing the run folder failed mid-run (a full disk); what was committed is kept."""
 
 
 def default_run_dir(name: str, root: str | Path = "runs") -> Path:
@@ -103,6 +120,13 @@ def create(
         built = build_study(study, scenario, options)
     except ValueError as err:
         raise RunError(str(err)) from err
+    for seed in seeds:
+        if not 0 <= int(seed) <= MAX_SEED:
+            raise RunError(
+                f"seed {seed} is out of range: seeds are stored as 64-bit integers, "
+                f"0 to {MAX_SEED}; pick a smaller --seed"
+            )
+    check_writable_target(Path(out))
     engines = engines if engines is not None else EnginePool(scenario.catalog(), cache=cache)
     _checked(built, engines, seeds[0])
     folder = RunFolder.create(
@@ -116,7 +140,11 @@ def create(
         tables=built.tables,
         facts=built.facts(),
     )
-    return folder, build_study(built.kind, folder.scenario, folder.options), engines
+    try:
+        return folder, build_study(built.kind, folder.scenario, folder.options), engines
+    except BaseException:
+        folder.release()
+        raise
 
 
 def reopen(
@@ -125,16 +153,29 @@ def reopen(
     rounds: int | None = None,
     engines: EnginePool | None = None,
     cache: bool = True,
+    repair: bool = False,
 ) -> tuple[RunFolder, Study, EnginePool]:
-    """An existing run folder to resume, its study and engines (``rounds`` may extend a market
-    run)."""
-    folder = RunFolder.open(path, STUDY_TABLES, rounds=rounds)
+    """An existing run folder to resume (locked, checked against its meta.json), its study and
+    engines; ``rounds`` may extend a market run, ``repair`` drops damaged rounds (they are
+    computed again)."""
+    folder = RunFolder.open(path, STUDY_TABLES, rounds=rounds, repair=repair)
     try:
-        study = build_study(folder.study, folder.scenario, folder.options)
-    except ValueError as err:
-        raise RunError(f"{Path(path) / META_FILE}: {err}") from err
-    engines = engines if engines is not None else EnginePool(folder.scenario.catalog(), cache=cache)
-    _checked(study, engines, folder.seeds[0])
+        try:
+            study = build_study(folder.study, folder.scenario, folder.options)
+        except ValueError as err:
+            raise RunError(f"{Path(path) / META_FILE}: {err}") from err
+        if tuple(study.variants) != folder.variants:
+            raise RunError(
+                f"{Path(path) / SCENARIO_FILE}: its variants {list(study.variants)} are not the "
+                f"run's {list(folder.variants)} (meta.json) — restore the run's own scenario.yaml"
+            )
+        engines = (
+            engines if engines is not None else EnginePool(folder.scenario.catalog(), cache=cache)
+        )
+        _checked(study, engines, folder.seeds[0])
+    except BaseException:
+        folder.release()
+        raise
     return folder, study, engines
 
 
@@ -155,7 +196,7 @@ def execute(
     resumed.
     """
     started = time.perf_counter()
-    replicate: Replicate | None = None
+    replicate: Replicate | None = None  # the replicate running, once restored
     flushing = False
     last_flush = time.monotonic()
     engine_seconds = 0.0  # of the current replicate, already recorded
@@ -181,10 +222,15 @@ def execute(
                 done = folder.completed(variant, seed)
                 if done >= folder.rounds:
                     continue
-                replicate, engine_seconds = study.replicate(variant, seed, engines), 0.0
-                folder.meta["engines"][variant] = _engine_json(replicate.engine.info)
-                if done:
-                    replicate.restore(folder, done)
+                starting = study.replicate(variant, seed, engines)
+                try:
+                    folder.meta["engines"][variant] = _engine_json(starting.engine.info)
+                    if done:
+                        starting.restore(folder, done)
+                except BaseException:
+                    starting.close()  # nothing new to save: the folder keeps its rounds
+                    raise
+                replicate, engine_seconds = starting, 0.0
                 while replicate.round < folder.rounds:
                     replicate.step()
                     on_round()
@@ -193,18 +239,36 @@ def execute(
                 flush()
                 replicate.close()
                 replicate = None
+        try:
+            folder.compact()
+        except OSError:
+            pass  # the parts stay, and stay readable; a later resume compacts them
     except BaseException as error:  # keep every completed round, whatever stopped the run
         interrupted = isinstance(error, KeyboardInterrupt)
         try:
             if replicate is not None and not flushing:  # a flush cut short is dropped on resume
                 flush()
+        except OSError:
+            pass  # the rounds since the last flush are lost; resuming computes them again
         finally:
             if replicate is not None:
                 replicate.close()
             status = "interrupted" if interrupted else "failed"
-            folder.commit(status=status, wall_seconds=time.perf_counter() - started)
+            try:
+                folder.record_status(status, wall_seconds=time.perf_counter() - started)
+            except OSError:
+                pass  # meta.json cannot be written at all: it keeps its last commit
         if interrupted:
-            raise RunInterrupted(folder.path, folder.completed_rounds) from None
+            raise RunInterrupted(
+                folder.path, folder.completed_rounds, terminated=isinstance(error, Terminated)
+            ) from None
+        if isinstance(error, OSError):
+            raise RunWriteError(
+                f"{getattr(error, 'filename', None) or folder.path}: "
+                f"{error.strerror or error} while writing the run folder; "
+                f"{folder.completed_rounds} completed rounds are saved — free space (or fix the "
+                f"folder) and resume with `admarket run --resume {folder.path}`"
+            ) from error
         raise
     folder.commit(status="finished", wall_seconds=time.perf_counter() - started)
 
@@ -241,6 +305,7 @@ def run_one(
             and folder.options == wanted.options()
         )
         if not same:
+            folder.release()
             raise RunError(
                 f"{out} holds another job (scenario, seed or study differ); pick another folder"
             )
@@ -248,6 +313,9 @@ def run_one(
         folder, built, engines = create(
             scenario, out, [int(seed)], study=study, options=options, engines=engines
         )
-    if folder.completed_rounds < folder.total_rounds or folder.meta["status"] != "finished":
-        execute(folder, built, engines, on_round=on_round, flush_seconds=flush_seconds)
+    try:
+        if folder.completed_rounds < folder.total_rounds or folder.meta["status"] != "finished":
+            execute(folder, built, engines, on_round=on_round, flush_seconds=flush_seconds)
+    finally:
+        folder.release()
     return folder

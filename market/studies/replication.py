@@ -295,8 +295,9 @@ class ReplicationReplicate:
         engine = self.study.engine_for(instance, self.engines)
         self.engine = engine
         optimum = self._optimum_of(instance, engine)
+        rows: dict[str, list[dict]] = {name: [] for name in self.study.tables}
         if self.generator_index == 0 and seed_index == 0:
-            self._rows["optima"].append(_optimum_row(instance, optimum))
+            rows["optima"].append(_optimum_row(instance, optimum))
         log_z = optimum.log_z if optimum else 0.0
         engine_seed = np.random.SeedSequence([self.seed, instance.index, seed_index])
         nested = NestedCandidates(engine, settings.m_max)
@@ -324,9 +325,11 @@ class ReplicationReplicate:
                 "M": m,
             }
             row, advertisers, candidates = _rows(outcome, keys, settings.tau, log_z)
-            self._rows["instances"].append(row)
-            self._rows["advertisers"].extend(advertisers)
-            self._rows["candidates"].extend(candidates)
+            rows["instances"].append(row)
+            rows["advertisers"].extend(advertisers)
+            rows["candidates"].extend(candidates)
+        for name, new in rows.items():  # only a whole round's rows: a round cut short adds none
+            self._rows[name].extend(new)
         self.engine_seconds += nested.engine_seconds
         self.round += 1
 
