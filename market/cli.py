@@ -223,6 +223,9 @@ def run_with_progress(
                 soft_wrap=True,
             )
             return EXIT_TERMINATED if stop.terminated else EXIT_INTERRUPTED
+        except BaseException:
+            progress.live.transient = True  # the error's one line stands alone
+            raise
         finally:
             folder.release()
     return None

@@ -40,10 +40,11 @@ ROW_GROUP_ROWS = 65_536
 _CHUNK = 1 << 20
 
 
-def _repair_hint(path: Path) -> str:
+def _repair_hint(path: Path, study: str = "market") -> str:
+    command = "replicate" if study == "replication" else "run"
     return (
-        f"restore it, or resume with `--resume {path} --repair` to drop the damaged rounds and "
-        "compute them again (same seed, same rows)"
+        f"restore it, or resume with `admarket {command} --resume {path} --repair` to drop the "
+        "damaged rounds and compute them again (same seed, same rows)"
     )
 
 
@@ -138,22 +139,26 @@ def check_files(run_dir: Path, tables: Mapping[str, Any] | list[str]) -> None:
     that does not); files of folders without checksums must at least be readable parquet."""
     meta = read_meta(run_dir)
     expected = _expected_checksums(meta, Path(run_dir))
+    study = (
+        meta.get("study", {}).get("kind", "market") if isinstance(meta.get("study"), dict) else ""
+    )
+    hint = _repair_hint(run_dir, study)
     for table in tables:
         files = committed_files(run_dir, table)
         for path in files if files is not None else []:
             if not path.is_file():
-                raise RunError(f"{path}: missing, but meta.json lists it — {_repair_hint(run_dir)}")
+                raise RunError(f"{path}: missing, but meta.json lists it — {hint}")
             if expected.get(path) not in (None, file_sha256(path)):
                 raise RunError(
                     f"{path}: changed or truncated since it was written (its checksum differs "
-                    f"from meta.json's) — {_repair_hint(run_dir)}"
+                    f"from meta.json's) — {hint}"
                 )
             try:
                 pq.read_metadata(path)
             except (pa.ArrowException, OSError) as err:
                 raise RunError(
                     f"{path}: not a readable parquet file ({' '.join(str(err).split())[:120]}) — "
-                    f"{_repair_hint(run_dir)}"
+                    f"{hint}"
                 ) from err
 
 
@@ -211,15 +216,15 @@ def reconcile(folder: RunFolder, *, repair: bool = False) -> list[str]:
                 problems.append((path, "missing, truncated or changed since it was written"))
                 bad_entries.add(entry["index"])
     problems += _coverage(folder, bad_entries)
+    if problems and not repair:  # change nothing, not even leftovers, before the user decides
+        path, problem = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise RunError(f"{path}: {problem}{more} — {_repair_hint(folder.path, folder.study)}")
     for path in stray:
         path.unlink(missing_ok=True)
     if not problems:
         folder.repairs = []
         return []
-    if not repair:
-        path, problem = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise RunError(f"{path}: {problem}{more} — {_repair_hint(folder.path)}")
     folder.repairs = _repair(folder, problems, bad_entries)
     return folder.repairs
 
@@ -384,7 +389,7 @@ def finish_compaction(folder: RunFolder) -> None:
         if not target.is_file() or file_sha256(target) != pending["sha256"][table]:
             raise RunError(
                 f"{target}: a compaction was cut off and its file is missing or changed — "
-                f"{_repair_hint(folder.path)}"
+                f"{_repair_hint(folder.path, folder.study)}"
             )
     sync_folder(folder.path)
     through = pending["through"]

@@ -360,7 +360,15 @@ class RunFolder:
         write_durably(self.path / META_FILE, self.meta_bytes())
 
     def meta_bytes(self) -> bytes:
-        return (json.dumps(self.meta, indent=2) + "\n").encode("utf-8")
+        """``meta.json``: indented, with one compact line per part of the part log."""
+        meta = dict(self.meta)
+        log = meta.pop("part_log", None)
+        text = json.dumps(meta, indent=2)
+        if log is not None:
+            entries = ",\n".join("    " + json.dumps(e, separators=(",", ":")) for e in log)
+            listed = "[\n" + entries + "\n  ]" if log else "[]"
+            text = text.removesuffix("\n}") + ',\n  "part_log": ' + listed + "\n}"
+        return (text + "\n").encode("utf-8")
 
     def record_status(self, status: str, wall_seconds: float = 0.0) -> None:
         """Record ``status`` even on a full disk: when the new ``meta.json`` cannot be written

@@ -36,6 +36,7 @@ from market.studies import STUDY_TABLES, Replicate, Study, build_study
 
 TABLES = tuple(RUN_TABLES)
 FLUSH_SECONDS = 2.0
+MAX_PARTS = 256  # parts a folder holds before they are compacted mid-run (meta.json stays small)
 
 __all__ = [
     "FLUSH_SECONDS",
@@ -236,6 +237,8 @@ def execute(
                     on_round()
                     if time.monotonic() - last_flush >= flush_seconds:
                         flush()
+                        if len(folder.meta["part_log"]) >= MAX_PARTS:
+                            folder.compact()
                 flush()
                 replicate.close()
                 replicate = None

@@ -39,7 +39,12 @@ class MarketReplicate:
         return self.model.round
 
     def restore(self, folder: RunFolder, done: int) -> None:
-        self.model.restore(histories(folder, self.variant, self.seed, done))
+        try:
+            self.model.restore(histories(folder, self.variant, self.seed, done))
+        except (RuntimeError, ValueError) as err:
+            raise RunError(
+                f"{folder.path}: cannot resume {self.variant}, seed {self.seed}: {err}"
+            ) from err
 
     def step(self) -> None:
         self.model.step()
