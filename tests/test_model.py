@@ -14,6 +14,7 @@ import pytest
 from agents.records import RoundRecord
 from market.columns import (
     ADVERTISER_COLUMNS,
+    DOC_TABLES,
     ROUND_COLUMNS,
     ROUNDS,
     RUN_TABLES,
@@ -129,11 +130,14 @@ def test_the_table_spec_drives_reporters_schema_and_docs(engine):
     tables = frames(run(MarketModel(scenario(), engine), 2))
     for name, spec in RUN_TABLES.items():
         assert tuple(tables[name].columns) == spec.names, name
-    docs = Path(__file__).parents[1] / "docs" / "data.md"
-    text = docs.read_text(encoding="utf-8")
-    assert render_docs(text) == text, "docs/data.md is stale: python -m market.columns docs/data.md"
-    for name in RUN_TABLES:
-        assert f"<!-- columns: {name} -->" in text, name
+    docs = Path(__file__).parents[1] / "docs"
+    texts = [(docs / name).read_text(encoding="utf-8") for name in ("data.md", "replication.md")]
+    for text in texts:
+        assert render_docs(text) == text, (
+            "docs are stale: python -m market.columns docs/data.md docs/replication.md"
+        )
+    for name in DOC_TABLES:
+        assert any(f"<!-- columns: {name} -->" in text for text in texts), name
 
 
 def test_a_round_records_histories_and_rows_consistently(engine):
