@@ -1,12 +1,12 @@
 """Market throughput: rounds/s on the synthetic engine, and the market's overhead on a real LLM.
 
 1. Synthetic engine, 20 advertisers who always enter, M = 16 candidates: rounds per second of the
-   whole market (query, entry, auction, histories, data collection) and the share of round time
-   spent inside the engine.
+   whole market (query, entry, auction, histories, data collection, draining rows for the writer)
+   and the share of the time spent inside the engine; ``--profile`` adds where the rest goes.
 2. Embedded LLM (a few small rounds, no cache): the share of round time spent *outside* the engine
    — the market's overhead on top of the LLM calls. Goal: under 5 %.
 
-`admarket bench market [--rounds N] [--llm-rounds N] [--skip-llm]`
+`admarket bench market [--rounds N] [--llm-rounds N] [--skip-llm] [--profile]`
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from market.columns import SCHEMAS
 from market.model import MarketModel
 from scenarios.loader import scenario_from_dict
 
@@ -37,7 +39,6 @@ class Measurement:
     rounds: int
     wall_seconds: float
     engine_seconds: float
-    round_seconds: float
 
     @property
     def rounds_per_second(self) -> float:
@@ -45,8 +46,9 @@ class Measurement:
 
     @property
     def outside_engine_share(self) -> float:
-        """Share of round time not spent inside engine calls."""
-        return 1.0 - self.engine_seconds / self.round_seconds
+        """Share of the wall time not spent inside engine calls (entry decisions, mechanism,
+        records, data collection, draining rows for the writer)."""
+        return 1.0 - self.engine_seconds / self.wall_seconds
 
 
 def market_scenario(
@@ -80,19 +82,58 @@ def market_scenario(
     return scenario
 
 
-def measure(label: str, scenario, engine, *, warmup: int) -> Measurement:
-    """Run ``warmup`` untimed rounds, then ``scenario.rounds`` timed ones."""
-    model = MarketModel(scenario, engine)
-    for _ in range(warmup):
-        model.step()
-    engine_seconds = round_seconds = 0.0
-    start = time.perf_counter()
-    for _ in range(scenario.rounds):
-        model.step()
-        engine_seconds += model.outcome.engine_seconds
-        round_seconds += model.round_seconds
-    wall = time.perf_counter() - start
-    return Measurement(label, scenario.rounds, wall, engine_seconds, round_seconds)
+def measure(label: str, scenario, engine, *, warmup: int, drain_every: int = 500) -> Measurement:
+    """Run ``warmup`` untimed rounds, then ``scenario.rounds`` timed ones, draining the collected
+    rows into parquet-ready tables every ``drain_every`` rounds as a run's flushes do."""
+    with MarketModel(scenario, engine) as model:
+        for _ in range(warmup):
+            model.step()
+        model.drain_rows()
+        engine_seconds = 0.0
+        start = time.perf_counter()
+        for k in range(1, scenario.rounds + 1):
+            model.step()
+            engine_seconds += model.outcome.engine_seconds
+            if k % drain_every == 0 or k == scenario.rounds:
+                rows = model.drain_rows()
+                for table, schema in SCHEMAS.items():
+                    pa.Table.from_pandas(getattr(rows, table), schema=schema, preserve_index=False)
+        wall = time.perf_counter() - start
+    return Measurement(label, scenario.rounds, wall, engine_seconds)
+
+
+PROFILED = {
+    "engine calls (generate + score)": ("market/engines/", ("generate", "score")),
+    "mechanism (allocation, payments)": ("market/mechanisms/__init__.py", ("outcome",)),
+    "data collection (Mesa reporters)": ("mesa/datacollection.py", ("collect",)),
+    "auction rows": ("market/model.py", ("_collect_auction",)),
+    "records of the round": ("market/model.py", ("_record_for",)),
+    "entry decisions": ("mesa/agent.py", ("shuffle_do",)),
+    "query and round streams": ("market/model.py", ("draw_query", "engine_seed", "rng")),
+    "draining rows": ("market/model.py", ("drain_rows",)),
+}
+
+
+def profile_shares(label: str, scenario, engine) -> Table:
+    """cProfile one measurement and show the share of time in each part of a round."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(measure, label, scenario, engine, warmup=5)
+    stats = pstats.Stats(profiler)
+    total = max(ct for (_, _, name), (_, _, _, ct, _) in stats.stats.items() if name == "measure")
+    table = Table(title=f"where the time goes (cProfile): {label}")
+    table.add_column("part of a round")
+    table.add_column("share of time", justify="right")
+    for part, (path, names) in PROFILED.items():
+        seconds = sum(
+            ct
+            for (file, _, name), (_, _, _, ct, _) in stats.stats.items()
+            if name in names and path in file.replace("\\", "/")
+        )
+        table.add_row(part, f"{seconds / total:.1%}")
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, default=16, help="M on the synthetic engine")
     parser.add_argument("--llm-rounds", type=int, default=3, help="embedded-model rounds to time")
     parser.add_argument("--skip-llm", action="store_true", help="only the synthetic engine")
+    parser.add_argument(
+        "--profile", action="store_true", help="also show where a synthetic round's time goes"
+    )
     args = parser.parse_args(argv)
     from market.engines import create_engine
 
@@ -115,14 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=args.rounds,
     )
     engine = create_engine(synthetic.engine, catalog=synthetic.catalog(), cache=False)
-    results.append(
-        measure(
-            f"synthetic, {args.advertisers} advertisers, M={args.candidates}",
-            synthetic,
-            engine,
-            warmup=5,
-        )
-    )
+    label = f"synthetic, {args.advertisers} advertisers, M={args.candidates}"
+    results.append(measure(label, synthetic, engine, warmup=5))
+    if args.profile:
+        console.print(profile_shares(label, synthetic, engine))
     if not args.skip_llm:
         small = market_scenario(
             "hf", advertisers=3, candidates=2, max_new_tokens=12, rounds=args.llm_rounds

@@ -1,13 +1,18 @@
 """`admarket`: run, sweep, report, replicate, bench, scenarios.
 
-Bad input (a scenario that does not validate, an engine that will not load, a missing run folder,
-bad arguments) prints ONE line ``admarket: error: <message>`` on stderr and exits 2, without a
-traceback. Ctrl-C during a run flushes the completed rounds, says how to resume, and exits 130.
+Bad input (a scenario that does not validate, an engine that will not load, a missing, damaged,
+locked or unwritable run folder, bad arguments, a full disk) prints ONE line
+``admarket: error: <message>`` on stderr and exits 2, without a traceback. Ctrl-C during a run
+flushes the completed rounds, says how to resume, and exits 130; SIGTERM does the same and exits
+143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,18 +35,23 @@ from rich.text import Text
 from market.engines.base import EngineError
 from market.runner import (
     FLUSH_SECONDS,
+    MAX_SEED,
     EnginePool,
     RunError,
     RunFolder,
     RunInterrupted,
-    check_buildable,
+    Terminated,
+    create,
     default_run_dir,
     execute,
+    reopen,
 )
+from market.studies import Study
 from scenarios.loader import ScenarioError, list_scenarios, load_scenario
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class UsageError(Exception):
@@ -93,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a scenario (every variant) into a run folder")
     run.add_argument("scenario", nargs="?", help="built-in scenario name or YAML file")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
+    run.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --resume: drop rounds whose files are damaged and compute them again",
+    )
     run_options(run)
 
     sweep = commands.add_parser("sweep", help="N replicates (seeds seed..seed+N-1) in one folder")
@@ -117,31 +132,38 @@ def _parser() -> argparse.ArgumentParser:
 def _check_run_args(args: argparse.Namespace) -> None:
     if args.rounds is not None and args.rounds < 1:
         raise UsageError(f"--rounds must be >= 1, got {args.rounds}")
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {args.seed}")
-    if args.flush_seconds < 0:
-        raise UsageError(f"--flush-seconds must be >= 0, got {args.flush_seconds}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and 2^63 - 1, got {args.seed}")
+    if not (math.isfinite(args.flush_seconds) and args.flush_seconds >= 0):
+        raise UsageError(
+            f"--flush-seconds must be a finite number of seconds >= 0, got {args.flush_seconds}"
+        )
     if getattr(args, "seeds", 1) < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seed is not None and args.seed + getattr(args, "seeds", 1) - 1 > MAX_SEED:
+        raise UsageError(
+            f"--seed {args.seed} with --seeds {args.seeds} runs past the largest seed 2^63 - 1; "
+            "give a smaller --seed"
+        )
+    if getattr(args, "repair", False) and getattr(args, "resume", None) is None:
+        raise UsageError("--repair applies to --resume DIR; add --resume DIR or drop --repair")
 
 
 def _new_folder(
     args: argparse.Namespace, n_seeds: int, cache: bool
-) -> tuple[RunFolder, EnginePool]:
+) -> tuple[RunFolder, Study, EnginePool]:
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.rounds is not None:
         overrides.append(f"rounds={args.rounds}")
     scenario = load_scenario(args.scenario, overrides)
-    engines = EnginePool(scenario.catalog(), cache=cache)
-    check_buildable(scenario, engines, scenario.seed)  # nothing is written for a bad scenario
     seeds = [scenario.seed + k for k in range(n_seeds)]
     out = args.out or default_run_dir(scenario.name)
-    return RunFolder.create(out, scenario, seeds), engines
+    return create(scenario, out, seeds, cache=cache)  # nothing is written for a bad scenario
 
 
-def _resumed_folder(args: argparse.Namespace) -> RunFolder:
+def _resumed_folder(args: argparse.Namespace) -> tuple[RunFolder, Study, EnginePool]:
     conflicting = [
         flag
         for flag, given in (
@@ -156,20 +178,14 @@ def _resumed_folder(args: argparse.Namespace) -> RunFolder:
         raise UsageError(
             f"--resume reloads the scenario from the run folder; drop {', '.join(conflicting)}"
         )
-    return RunFolder.open(args.resume, rounds=args.rounds)
+    return reopen(args.resume, rounds=args.rounds, cache=not args.no_cache, repair=args.repair)
 
 
-def _run(args: argparse.Namespace, n_seeds: int, console: Console) -> int:
-    _check_run_args(args)
-    if getattr(args, "resume", None) is not None:
-        folder = _resumed_folder(args)
-        engines = EnginePool(folder.scenario.catalog(), cache=not args.no_cache)
-        check_buildable(folder.scenario, engines, folder.seeds[0])
-    elif args.scenario is None:
-        raise UsageError("give a SCENARIO (name or YAML file) or --resume DIR")
-    else:
-        folder, engines = _new_folder(args, n_seeds, cache=not args.no_cache)
-
+def run_with_progress(
+    folder: RunFolder, study: Study, engines: EnginePool, flush_seconds: float
+) -> int | None:
+    """Execute a study with a progress bar on stderr; the exit code when the user stopped it
+    (the folder is saved and resumable), None when it finished."""
     errors = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -182,26 +198,74 @@ def _run(args: argparse.Namespace, n_seeds: int, console: Console) -> int:
         console=errors,
         transient=False,
     )
-    with progress:
+    for note in folder.repairs:
+        errors.print(f"admarket: repaired {folder.path}: {note}", highlight=False, soft_wrap=True)
+    with progress, _sigterm_stops_the_run():
         task = progress.add_task(
             folder.scenario.name, total=folder.total_rounds, completed=folder.completed_rounds
         )
         try:
             execute(
                 folder,
+                study,
                 engines,
                 on_round=lambda: progress.advance(task),
-                flush_seconds=args.flush_seconds,
+                flush_seconds=flush_seconds,
             )
         except RunInterrupted as stop:
             progress.stop()
+            resume = "replicate" if folder.study == "replication" else "run"
             errors.print(
-                f"admarket: interrupted; {stop.completed} completed rounds are saved in "
-                f"{stop.run_dir}. Resume with: admarket run --resume {stop.run_dir}",
+                f"admarket: {'terminated' if stop.terminated else 'interrupted'}; "
+                f"{stop.completed} completed rounds are saved in {stop.run_dir}. Resume with: "
+                f"admarket {resume} --resume {stop.run_dir}",
                 highlight=False,
                 soft_wrap=True,
             )
-            return EXIT_INTERRUPTED
+            return EXIT_TERMINATED if stop.terminated else EXIT_INTERRUPTED
+        except BaseException:
+            progress.live.transient = True  # the error's one line stands alone
+            raise
+        finally:
+            folder.release()
+    return None
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_run():
+    """While a run executes, SIGTERM stops it like Ctrl-C (final flush, status "interrupted")."""
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, n_seeds: int, console: Console) -> int:
+    _check_run_args(args)
+    if getattr(args, "resume", None) is not None:
+        folder, study, engines = _resumed_folder(args)
+    elif args.scenario is None:
+        raise UsageError("give a SCENARIO (name or YAML file) or --resume DIR")
+    else:
+        folder, study, engines = _new_folder(args, n_seeds, cache=not args.no_cache)
+    if folder.study != "market":
+        folder.release()
+        raise UsageError(
+            f"{folder.path} holds a {folder.study} study; continue it with "
+            f"`admarket replicate --resume {folder.path}`"
+        )
+    stopped = run_with_progress(folder, study, engines, args.flush_seconds)
+    if stopped is not None:
+        return stopped
     console.print(f"run folder: {folder.path}", highlight=False, soft_wrap=True)
     return _finish(folder.path, console, build=not args.no_report)
 
@@ -221,10 +285,53 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         raise RunError(f"run folder {args.run_dir} does not exist; pass the --out DIR of a run")
     from reports.data import RunDataError
 
+    _check_readable(args.run_dir)
     try:
+        if _study_of(args.run_dir) == "replication":
+            from reports.replication import build_study_report, print_study_summary
+
+            page = build_study_report(args.run_dir)
+            print_study_summary(args.run_dir, console)
+            console.print(f"report: {page}", highlight=False, soft_wrap=True)
+            return 0
         return _finish(args.run_dir, console, build=True)
     except (RunDataError, FileNotFoundError) as err:
         raise RunError(str(err)) from err
+    except OSError as err:
+        raise RunError(
+            f"{getattr(err, 'filename', None) or args.run_dir}: cannot write the report "
+            f"({err.strerror or err}) — copy the run folder somewhere writable and report the copy"
+        ) from err
+
+
+def _check_readable(run_dir: Path) -> None:
+    """A run folder's meta.json, scenario.yaml and data files are what its run wrote."""
+    if not (run_dir / "meta.json").exists():
+        return  # a folder written by hand: the report checks its columns
+    from market.integrity import check_files, read_meta
+    from market.runfolder import check_scenario
+    from market.studies import STUDY_TABLES
+
+    meta = read_meta(run_dir)
+    check_scenario(run_dir, meta)
+    study = (
+        meta.get("study", {}).get("kind", "market")
+        if isinstance(meta.get("study"), dict)
+        else "market"
+    )
+    check_files(run_dir, list(STUDY_TABLES.get(study, {})))
+
+
+def _study_of(run_dir: Path) -> str:
+    """The study kind a run folder's meta.json records (``market`` when it says none)."""
+    import json
+
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "market"
+    study = meta.get("study") if isinstance(meta, dict) else None
+    return str(study.get("kind", "market")) if isinstance(study, dict) else "market"
 
 
 def _scenarios(console: Console) -> int:
@@ -239,9 +346,9 @@ def _scenarios(console: Console) -> int:
 
 def _delegate(args: argparse.Namespace, forwarded: list[str]) -> int:
     if args.command == "replicate":
-        from reports import replication
+        from market import replicate
 
-        return int(replication.main(forwarded) or 0)
+        return int(replicate.main(forwarded) or 0)
     if args.target == "engine":
         from benchmarks import engine
 
@@ -270,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ScenarioError, EngineError, RunError) as err:
         print(f"admarket: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("admarket: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("admarket: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

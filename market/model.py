@@ -19,16 +19,21 @@ from typing import Any
 
 import mesa
 import numpy as np
+import pandas as pd
 
 from agents.advertiser import AdvertiserAgent
 from agents.policies import build_policy, spec_parts
 from agents.records import RoundRecord
 from agents.strategies import STRATEGIES, build_strategy
 from market.auction import Bidder, RoundOutcome, mentions, run_round
-from market.columns import AUCTION_COLUMNS
+from market.columns import AUCTIONS
 from market.engines.base import Engine, SamplingParams
+from market.history import RecentRecords, kept_rounds
 from market.mechanisms import build_mechanism
 from market.prompts import Query, is_relevant
+from market.reporters import ADVERTISER_REPORTERS, ROUND_REPORTERS
+
+__all__ = ["ADVERTISER_REPORTERS", "ROUND_REPORTERS", "MarketModel", "RandomStreams", "TableRows"]
 
 STREAMS = ("query", "engine", "reply", "policy", "strategy")
 
@@ -62,244 +67,20 @@ class RandomStreams:
         return int(self.sequence("engine", round_index).generate_state(1)[0])
 
 
-# --- DataCollector reporters: one small function per column of docs/data.md -------------------
-
-
-def _outcome(model: MarketModel) -> RoundOutcome:
-    if model.outcome is None:
-        raise RuntimeError("no round has run yet: call step() before collecting")
-    return model.outcome
-
-
-def variant(model: MarketModel) -> str:
-    return model.variant
-
-
-def seed(model: MarketModel) -> int:
-    return model.root_seed
-
-
-def round_index(model: MarketModel) -> int:
-    return model.round
-
-
-def query_text(model: MarketModel) -> str:
-    return model.query.text
-
-
-def query_topic(model: MarketModel) -> str:
-    return model.query.topic
-
-
-def mechanism_name(model: MarketModel) -> str:
-    return _outcome(model).mechanism
-
-
-def generator(model: MarketModel) -> str:
-    return _outcome(model).generator
-
-
-def n_entrants(model: MarketModel) -> int:
-    return len(_outcome(model).entrants)
-
-
-def entrants(model: MarketModel) -> list[str]:
-    return list(_outcome(model).entrants)
-
-
-def n_relevant_entrants(model: MarketModel) -> int:
-    return sum(model.is_relevant(name) for name in _outcome(model).entrants)
-
-
-def n_irrelevant_entrants(model: MarketModel) -> int:
-    return n_entrants(model) - n_relevant_entrants(model)
-
-
-def n_candidates(model: MarketModel) -> int:
-    return len(_outcome(model).candidates)
-
-
-def revenue(model: MarketModel) -> float:
-    return _outcome(model).revenue
-
-
-def welfare(model: MarketModel) -> float:
-    return _outcome(model).welfare
-
-
-def expected_welfare(model: MarketModel) -> float:
-    return _outcome(model).expected_welfare
-
-
-def usefulness(model: MarketModel) -> float:
-    return _outcome(model).usefulness
-
-
-def reply_logprob_ref(model: MarketModel) -> float:
-    return _outcome(model).reply_logprob_ref
-
-
-def reply_tokens(model: MarketModel) -> int:
-    return _outcome(model).reply_tokens
-
-
-def reply_text(model: MarketModel) -> str:
-    return _outcome(model).reply.text
-
-
-def ess(model: MarketModel) -> float:
-    return _outcome(model).ess
-
-
-def mentioned(model: MarketModel) -> list[str]:
-    return list(_outcome(model).mentioned)
-
-
-def engine_seconds(model: MarketModel) -> float:
-    return _outcome(model).engine_seconds
-
-
-def round_seconds(model: MarketModel) -> float:
-    return model.round_seconds
-
-
-ROUND_REPORTERS = {
-    "variant": variant,
-    "seed": seed,
-    "round": round_index,
-    "query": query_text,
-    "topic": query_topic,
-    "mechanism": mechanism_name,
-    "generator": generator,
-    "n_entrants": n_entrants,
-    "entrants": entrants,
-    "n_relevant_entrants": n_relevant_entrants,
-    "n_irrelevant_entrants": n_irrelevant_entrants,
-    "n_candidates": n_candidates,
-    "revenue": revenue,
-    "welfare": welfare,
-    "expected_welfare": expected_welfare,
-    "usefulness": usefulness,
-    "reply_logprob_ref": reply_logprob_ref,
-    "reply_tokens": reply_tokens,
-    "reply_text": reply_text,
-    "ess": ess,
-    "mentioned": mentioned,
-    "engine_seconds": engine_seconds,
-    "round_seconds": round_seconds,
-}
-
-
-def _entrant_index(agent: AdvertiserAgent) -> int | None:
-    return agent.model.entrant_index.get(agent.name)
-
-
-def agent_variant(agent: AdvertiserAgent) -> str:
-    return agent.model.variant
-
-
-def agent_seed(agent: AdvertiserAgent) -> int:
-    return agent.model.root_seed
-
-
-def agent_round(agent: AdvertiserAgent) -> int:
-    return agent.last.round
-
-
-def advertiser(agent: AdvertiserAgent) -> str:
-    return agent.name
-
-
-def value(agent: AdvertiserAgent) -> float:
-    return agent.value
-
-
-def policy(agent: AdvertiserAgent) -> str:
-    return agent.policy_type
-
-
-def entered(agent: AdvertiserAgent) -> bool:
-    return agent.last.entered
-
-
-def relevant(agent: AdvertiserAgent) -> bool:
-    return agent.last.relevant
-
-
-def agent_topic(agent: AdvertiserAgent) -> str:
-    return agent.last.topic
-
-
-def payment(agent: AdvertiserAgent) -> float:
-    return agent.last.payment
-
-
-def expected_reward(agent: AdvertiserAgent) -> float:
-    return agent.last.expected_reward
-
-
-def expected_reward_without(agent: AdvertiserAgent) -> float:
-    i = _entrant_index(agent)
-    return math.nan if i is None else float(agent.model.outcome.expected_rewards_without[i])
-
-
-def utility(agent: AdvertiserAgent) -> float:
-    return agent.last.utility
-
-
-def realized_reward(agent: AdvertiserAgent) -> float:
-    return agent.last.realized_reward
-
-
-def realized_utility(agent: AdvertiserAgent) -> float:
-    return agent.last.realized_utility
-
-
-def outside_reward(agent: AdvertiserAgent) -> float:
-    return agent.last.outside_reward
-
-
-def agent_mentioned(agent: AdvertiserAgent) -> bool:
-    return agent.last.mentioned
-
-
-def offset(agent: AdvertiserAgent) -> float:
-    i = _entrant_index(agent)
-    return math.nan if i is None else float(agent.model.outcome.offsets[i])
-
-
-ADVERTISER_REPORTERS = {
-    "variant": agent_variant,
-    "seed": agent_seed,
-    "round": agent_round,
-    "advertiser": advertiser,
-    "value": value,
-    "policy": policy,
-    "entered": entered,
-    "relevant": relevant,
-    "topic": agent_topic,
-    "payment": payment,
-    "expected_reward": expected_reward,
-    "expected_reward_without": expected_reward_without,
-    "utility": utility,
-    "realized_reward": realized_reward,
-    "realized_utility": realized_utility,
-    "outside_reward": outside_reward,
-    "mentioned": agent_mentioned,
-    "offset": offset,
-}
-
-
 @dataclass(frozen=True)
 class TableRows:
-    """Rows for the three output tables (docs/data.md), one dict per row."""
+    """New rows of the run tables (docs/data.md), one frame per table, columns in spec order."""
 
-    rounds: list[dict[str, Any]]
-    advertisers: list[dict[str, Any]]
-    auctions: list[dict[str, Any]]
+    rounds: pd.DataFrame
+    advertisers: pd.DataFrame
+    auctions: pd.DataFrame
 
     def __len__(self) -> int:
         return len(self.rounds)
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """Table name -> its frame."""
+        return {"rounds": self.rounds, "advertisers": self.advertisers, "auctions": self.auctions}
 
 
 class MarketModel(mesa.Model):
@@ -327,12 +108,22 @@ class MarketModel(mesa.Model):
         )
         self.queries = tuple(scenario.queries)  # validated: non-empty, weights > 0
         weights = np.array([q.weight for q in self.queries], dtype=float)
-        self._query_probabilities = weights / weights.sum()
+        # numpy's Generator.choice(p=...) draws one uniform against this same normalised CDF;
+        # drawing it directly gives the same query without choice's per-call validation
+        cdf = (weights / weights.sum()).cumsum()
+        self._query_cdf = cdf / cdf[-1]
         self.outside_option = bool(scenario.outside_option)
         self.topics_graph = scenario.topics_graph()
-        self.advertisers = [
-            self._make_agent(i, spec) for i, spec in enumerate(scenario.advertisers)
-        ]
+        try:
+            self.advertisers = [
+                self._make_agent(i, spec) for i, spec in enumerate(scenario.advertisers)
+            ]
+        except BaseException:
+            self.close()  # the agents built so far would keep this model alive
+            raise
+        self._kept = kept_rounds([spec.policy for spec in scenario.advertisers])
+        for agent in self.advertisers:
+            agent.history = RecentRecords(self._kept)
         # strategies that draw get a fresh stream each round, so a resumed run draws the same
         self._drawing_strategies = {
             i: spec.strategy
@@ -346,12 +137,37 @@ class MarketModel(mesa.Model):
         self.outcome: RoundOutcome | None = None
         self.entrant_index: dict[str, int] = {}
         self.round_seconds = math.nan
-        self.datacollector = mesa.DataCollector(
+        self.relevant_now: dict[str, bool] = {}  # per advertiser, for the round's query
+        self.mentioned_now: frozenset[str] = frozenset()  # advertisers named in the reply
+        # per entrant: (expected reward without her, offset C_i); per agent: this round's record
+        self.counterfactuals: dict[str, tuple[float, float]] = {}
+        self.round_records: dict[AdvertiserAgent, RoundRecord] = {}
+        self.datacollector = self._collector()
+
+    def close(self) -> None:
+        """Let this model be freed once its caller drops it.
+
+        Mesa 3.3 counts agent ids in a class-level dict keyed by model (``Agent._ids``), which
+        keeps every model that ever had an agent alive, with its agents, histories and collected
+        rows: a long sweep grows without bound. Call this when a model is done (or use the model
+        as a context manager); the model is not usable afterwards.
+        """
+        mesa.Agent._ids.pop(self, None)
+
+    def __enter__(self) -> MarketModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _collector() -> mesa.DataCollector:
+        """A DataCollector with one named reporter per column of the run tables."""
+        return mesa.DataCollector(
             model_reporters=ROUND_REPORTERS,
             agent_reporters=ADVERTISER_REPORTERS,
-            tables={"auctions": list(AUCTION_COLUMNS)},
+            tables={"auctions": list(AUCTIONS.names)},
         )
-        self._drained_rounds = self._drained_steps = self._drained_auction_rows = 0
 
     def _make_agent(self, index: int, spec: Any) -> AdvertiserAgent:
         policy_type, _ = spec_parts(spec.policy, "policy")
@@ -378,8 +194,8 @@ class MarketModel(mesa.Model):
 
     def draw_query(self, round_index: int) -> Any:
         """The query of a round, drawn ∝ weight from the query mix's own per-round stream."""
-        rng = self.streams.rng("query", round_index)
-        return self.queries[int(rng.choice(len(self.queries), p=self._query_probabilities))]
+        uniform = self.streams.rng("query", round_index).random()
+        return self.queries[int(self._query_cdf.searchsorted(uniform, side="right"))]
 
     def is_relevant(self, name: str) -> bool:
         """Whether the round's query topic is one of the advertiser's: an edge of the bipartite
@@ -416,16 +232,30 @@ class MarketModel(mesa.Model):
         )
         self.outcome = outcome
         self.entrant_index = {name: i for i, name in enumerate(outcome.entrants)}
-        for agent in self.advertisers:
-            agent.record(self._record_for(agent, outcome))
+        self.relevant_now = {a.name: self.is_relevant(a.name) for a in self.advertisers}
+        self.mentioned_now = frozenset(
+            a.name for a in self.advertisers if mentions(outcome.reply.text, a.name)
+        )
+        self.counterfactuals = dict(
+            zip(
+                outcome.entrants,
+                zip(
+                    outcome.expected_rewards_without.tolist(), outcome.offsets.tolist(), strict=True
+                ),
+                strict=True,
+            )
+        )
+        self.round_records = {agent: self._record_for(agent, outcome) for agent in self.advertisers}
+        for agent, record in self.round_records.items():
+            agent.record(record)
         self.round_seconds = time.perf_counter() - start
         self.datacollector.collect(self)
         self._collect_auction()
         self.round += 1
 
     def _record_for(self, agent: AdvertiserAgent, outcome: RoundOutcome) -> RoundRecord:
-        said = mentions(outcome.reply.text, agent.name)
-        relevant = self.is_relevant(agent.name)
+        said = agent.name in self.mentioned_now
+        relevant = self.relevant_now[agent.name]
         i = self.entrant_index.get(agent.name)
         if i is None:
             outside = math.nan
@@ -456,6 +286,9 @@ class MarketModel(mesa.Model):
 
     def _collect_auction(self) -> None:
         outcome = self.outcome
+        rewards = outcome.rewards.T.tolist()  # [candidate][entrant]
+        log_ref, log_gen = outcome.log_ref.tolist(), outcome.log_gen.tolist()
+        allocation = outcome.allocation.tolist()
         for j, candidate in enumerate(outcome.candidates):
             self.datacollector.add_table_row(
                 "auctions",
@@ -466,11 +299,11 @@ class MarketModel(mesa.Model):
                     "candidate": j,
                     "text": candidate.text,
                     "n_tokens": len(candidate.token_ids),
-                    "log_ref": float(outcome.log_ref[j]),
-                    "log_gen": float(outcome.log_gen[j]),
-                    "allocation": float(outcome.allocation[j]),
+                    "log_ref": log_ref[j],
+                    "log_gen": log_gen[j],
+                    "allocation": allocation[j],
                     "returned": j == outcome.returned,
-                    "rewards": [float(r) for r in outcome.rewards[:, j]],
+                    "rewards": rewards[j],
                     "entrants": list(outcome.entrants),
                 },
             )
@@ -478,38 +311,24 @@ class MarketModel(mesa.Model):
     # --- data out, state back in -------------------------------------------------------------
 
     def drain_rows(self) -> TableRows:
-        """The rows collected since the last drain, ready for the run folder's tables.
+        """The rows collected since the last drain, one frame per run table.
 
-        Reads only what is new: the model reporters' lists from the last drained round on, the
-        agent records of the steps since the last drain (mesa keeps them per step in
-        ``_agent_records``), and the new rows of the auctions table. Only rounds whose step
-        completed are returned.
+        Reads the DataCollector through Mesa's public frames, then hands the model a fresh one,
+        so collected rows live only until they are written. Only rounds whose step completed
+        are returned: a step cut short (Ctrl-C) may have collected part of its round.
         """
-        collector = self.datacollector
-        stop = len(collector.model_vars["round"])
-        rounds = [
-            {name: collector.model_vars[name][k] for name in ROUND_REPORTERS}
-            for k in range(self._drained_rounds, stop)
-        ]
-        advertisers = [
-            dict(zip(ADVERTISER_REPORTERS, record[2:], strict=True))  # (step, agent id, ...)
-            for step in range(self._drained_steps + 1, self.steps + 1)
-            for record in collector._agent_records.get(step, ())
-        ]
-        table = collector.tables["auctions"]
-        end = len(table["round"])
-        auctions = [
-            {name: table[name][k] for name in AUCTION_COLUMNS}
-            for k in range(self._drained_auction_rows, end)
-        ]
-        self._drained_rounds, self._drained_auction_rows = stop, end
-        self._drained_steps = self.steps
-        # a step cut short (Ctrl-C) may have collected part of its round: leave that round out
-        return TableRows(
-            rounds=[r for r in rounds if r["round"] < self.round],
-            advertisers=[r for r in advertisers if r["round"] < self.round],
-            auctions=[r for r in auctions if r["round"] < self.round],
-        )
+        collector, self.datacollector = self.datacollector, self._collector()
+        frames = {
+            "rounds": collector.get_model_vars_dataframe(),
+            "advertisers": collector.get_agent_vars_dataframe().reset_index(drop=True),
+            "auctions": collector.get_table_dataframe("auctions"),
+        }
+        done = {}
+        for name, frame in frames.items():
+            if len(frame):
+                frame = frame[frame["round"] < self.round].reset_index(drop=True)
+            done[name] = frame
+        return TableRows(**done)
 
     def restore(self, histories: Mapping[str, Sequence[RoundRecord]]) -> None:
         """Continue a run from recorded histories (every advertiser, rounds 0..T-1).
@@ -535,4 +354,6 @@ class MarketModel(mesa.Model):
                         f"resume replay diverged: {agent.name}'s policy decides differently in "
                         f"round {t} than the recorded run; the run folder and the code disagree"
                     )
-        self.round = self.steps = self._drained_steps = done
+        for agent in self.advertisers:
+            agent.history = RecentRecords(self._kept, agent.history)
+        self.round = self.steps = done

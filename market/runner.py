@@ -1,146 +1,89 @@
-"""A run folder (docs/data.md): the resolved scenario, parquet parts flushed as rounds complete,
-``meta.json`` with the completed rounds, and resuming a run that was stopped.
+"""The study runner: every study — market runs, seed sweeps, the paper's replication — goes through
+here, into one run-folder layout (`market.runfolder`, docs/data.md).
 
-Writes are crash-safe in order: each flush writes one part per table (to a hidden temporary file,
-then renamed into place), then rewrites ``meta.json`` — the commit point — with the number of
-committed parts and the rounds each (variant, seed) has completed. Opening a folder to resume
-deletes parts beyond that count (a flush cut short), so the tables and ``meta.json`` agree.
+Seeding: a run folder lists its root seeds; each (variant, seed) *replicate* gets its root seed
+and derives every random stream from it as ``SeedSequence`` children (`market.studies`), so a
+replicate's rows depend on nothing but the scenario, the variant and that seed — not on the other
+replicates, on their order or on the process that runs them.
 
-Resuming reloads the scenario from the folder, rebuilds every advertiser's history from
-``advertisers`` and replays the entry policies (`MarketModel.restore`); every other random
-stream is addressed by round, so the resumed run writes exactly the rows an uninterrupted run
-writes (only the part boundaries and the two timing columns differ).
+For sweeps and notebooks, `run_one` runs ONE job — a scenario (all its variants) under one root
+seed into one output folder — and returns when it is done; called again on the same folder it
+resumes (or returns at once when finished). A sweep worker calls it with its own `EnginePool`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from importlib import metadata
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from agents.records import RoundRecord
-from market.engines.base import Engine, EngineInfo
-from market.model import (
-    ADVERTISER_REPORTERS,
-    AUCTION_COLUMNS,
-    ROUND_REPORTERS,
-    MarketModel,
-    TableRows,
+from market.columns import RUN_TABLES, SCHEMAS
+from market.engines.base import EngineInfo
+from market.engines.pool import EnginePool
+from market.runfolder import (
+    META_FILE,
+    SCENARIO_FILE,
+    TIMING_COLUMNS,
+    RunError,
+    RunFolder,
+    check_writable_target,
+    comparable,
+    read_table,
 )
-from scenarios.loader import dump_scenario, expand_variants, load_scenario
+from market.studies import STUDY_TABLES, Replicate, Study, build_study
 
-TABLES = ("rounds", "advertisers", "auctions")
-SCENARIO_FILE = "scenario.yaml"
-META_FILE = "meta.json"
+TABLES = tuple(RUN_TABLES)
 FLUSH_SECONDS = 2.0
-TIMING_COLUMNS = ("engine_seconds", "round_seconds")
+MAX_PARTS = 256  # parts a folder holds before they are compacted mid-run (meta.json stays small)
 
-_KEYS = {"variant": pa.string(), "seed": pa.int64(), "round": pa.int64()}
-_STRINGS = pa.list_(pa.string())
-_TYPES: dict[str, dict[str, pa.DataType]] = {
-    "rounds": {
-        **_KEYS,
-        "query": pa.string(),
-        "topic": pa.string(),
-        "mechanism": pa.string(),
-        "generator": pa.string(),
-        "n_entrants": pa.int64(),
-        "entrants": _STRINGS,
-        "n_relevant_entrants": pa.int64(),
-        "n_irrelevant_entrants": pa.int64(),
-        "n_candidates": pa.int64(),
-        "revenue": pa.float64(),
-        "welfare": pa.float64(),
-        "expected_welfare": pa.float64(),
-        "usefulness": pa.float64(),
-        "reply_logprob_ref": pa.float64(),
-        "reply_tokens": pa.int64(),
-        "reply_text": pa.string(),
-        "ess": pa.float64(),
-        "mentioned": _STRINGS,
-        "engine_seconds": pa.float64(),
-        "round_seconds": pa.float64(),
-    },
-    "advertisers": {
-        **_KEYS,
-        "advertiser": pa.string(),
-        "value": pa.float64(),
-        "policy": pa.string(),
-        "entered": pa.bool_(),
-        "relevant": pa.bool_(),
-        "topic": pa.string(),
-        "payment": pa.float64(),
-        "expected_reward": pa.float64(),
-        "expected_reward_without": pa.float64(),
-        "utility": pa.float64(),
-        "realized_reward": pa.float64(),
-        "realized_utility": pa.float64(),
-        "outside_reward": pa.float64(),
-        "mentioned": pa.bool_(),
-        "offset": pa.float64(),
-    },
-    "auctions": {
-        **_KEYS,
-        "candidate": pa.int64(),
-        "text": pa.string(),
-        "n_tokens": pa.int64(),
-        "log_ref": pa.float64(),
-        "log_gen": pa.float64(),
-        "allocation": pa.float64(),
-        "returned": pa.bool_(),
-        "rewards": pa.list_(pa.float64()),
-        "entrants": _STRINGS,
-    },
-}
-_COLUMNS = {
-    "rounds": tuple(ROUND_REPORTERS),
-    "advertisers": tuple(ADVERTISER_REPORTERS),
-    "auctions": AUCTION_COLUMNS,
-}
-SCHEMAS = {
-    table: pa.schema([(name, _TYPES[table][name]) for name in columns])
-    for table, columns in _COLUMNS.items()
-}
-_RECORD_FIELDS = tuple(f.name for f in fields(RoundRecord))
+__all__ = [
+    "FLUSH_SECONDS",
+    "SCHEMAS",
+    "TABLES",
+    "TIMING_COLUMNS",
+    "EnginePool",
+    "RunError",
+    "RunFolder",
+    "RunInterrupted",
+    "RunWriteError",
+    "Terminated",
+    "comparable",
+    "create",
+    "default_run_dir",
+    "execute",
+    "read_table",
+    "reopen",
+    "run_one",
+]
 
 
-class RunError(Exception):
-    """A run that cannot start or continue; the message is one line saying what to do."""
+MAX_SEED = 2**63 - 1  # seeds are stored as 64-bit integers
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so a terminated run stops like a Ctrl-C'd one."""
 
 
 class RunInterrupted(Exception):
-    """The user stopped the run (Ctrl-C); every completed round up to the last flush is saved."""
+    """The user stopped the run (Ctrl-C or SIGTERM); every completed round up to the last flush
+    is saved. ``terminated``: it was SIGTERM."""
 
-    def __init__(self, run_dir: Path, completed: int) -> None:
+    def __init__(self, run_dir: Path, completed: int, *, terminated: bool = False) -> None:
         self.run_dir = run_dir
         self.completed = completed
+        self.terminated = terminated
         super().__init__(f"interrupted after {completed} completed rounds in {run_dir}")
+
+
+class RunWriteError(RunError):
+    """Writing the run folder failed mid-run (a full disk); what was committed is kept."""
 
 
 def default_run_dir(name: str, root: str | Path = "runs") -> Path:
     """``runs/<name>-<timestamp>``."""
     return Path(root) / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _version() -> str:
-    try:
-        return metadata.version("admarket")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _engine_json(info: EngineInfo) -> dict[str, Any]:
@@ -153,286 +96,229 @@ def _engine_json(info: EngineInfo) -> dict[str, Any]:
     }
 
 
-@dataclass
-class RunFolder:
-    """One run folder on disk and its ``meta.json`` (kept in memory, rewritten on commit)."""
+def _checked(study: Study, engines: EnginePool, seed: int) -> None:
+    """Build what the study needs once (engines load here) so bad settings fail before running."""
+    try:
+        study.check(engines, seed)
+    except (ValueError, TypeError, KeyError) as err:
+        raise RunError(str(err)) from err
 
-    path: Path
-    meta: dict[str, Any]
-    scenario: Any = None
 
-    @property
-    def seeds(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.meta["seeds"])
-
-    @property
-    def rounds(self) -> int:
-        return int(self.meta["rounds"])
-
-    @property
-    def variants(self) -> tuple[str, ...]:
-        return tuple(self.meta["variants"])
-
-    @property
-    def total_rounds(self) -> int:
-        return self.rounds * len(self.seeds) * len(self.variants)
-
-    @property
-    def completed_rounds(self) -> int:
-        return sum(
-            min(done, self.rounds)
-            for per_seed in self.meta["completed"].values()
-            for done in per_seed.values()
-        )
-
-    def completed(self, variant: str, seed: int) -> int:
-        return int(self.meta["completed"][variant].get(str(seed), 0))
-
-    @classmethod
-    def create(cls, path: Path, scenario: Any, seeds: Sequence[int]) -> RunFolder:
-        """Start a new run folder: write the resolved scenario and an empty ``meta.json``."""
-        path = Path(path)
-        if (path / META_FILE).exists():
+def create(
+    scenario: Any,
+    out: Path,
+    seeds: Sequence[int],
+    *,
+    study: str = "market",
+    options: Mapping[str, Any] | None = None,
+    engines: EnginePool | None = None,
+    cache: bool = True,
+) -> tuple[RunFolder, Study, EnginePool]:
+    """A new run folder for a resolved scenario, after checking that every replicate can be
+    built (nothing is written for a bad scenario). Returns the folder, the study rebuilt from
+    the scenario as written there, and the engines."""
+    try:
+        built = build_study(study, scenario, options)
+    except ValueError as err:
+        raise RunError(str(err)) from err
+    for seed in seeds:
+        if not 0 <= int(seed) <= MAX_SEED:
             raise RunError(
-                f"{path} already holds a run; continue it with `admarket run --resume {path}` "
-                "or pick another --out"
+                f"seed {seed} is out of range: seeds are stored as 64-bit integers, "
+                f"0 to {MAX_SEED}; pick a smaller --seed"
             )
-        path.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path / SCENARIO_FILE, dump_scenario(scenario))
-        variants = list(expand_variants(scenario))
-        meta = {
-            "admarket_version": _version(),
-            "scenario": scenario.name,
-            "variants": variants,
-            "seeds": [int(s) for s in seeds],
-            "rounds": int(scenario.rounds),
-            "completed": {v: {str(s): 0 for s in seeds} for v in variants},
-            "parts": 0,
-            "status": "created",
-            "engines": {},
-            "created": _now(),
-            "updated": _now(),
-            "wall_seconds": 0.0,
-        }
-        folder = cls(path, meta)
-        folder.commit()
-        # Run from the scenario as written, so that a resumed run starts from the same one.
-        folder.scenario = load_scenario(path / SCENARIO_FILE)
-        return folder
+    check_writable_target(Path(out))
+    engines = engines if engines is not None else EnginePool(scenario.catalog(), cache=cache)
+    _checked(built, engines, seeds[0])
+    folder = RunFolder.create(
+        out,
+        scenario,
+        seeds,
+        study=built.kind,
+        options=built.options(),
+        variants=built.variants,
+        rounds=built.rounds,
+        tables=built.tables,
+        facts=built.facts(),
+    )
+    try:
+        return folder, build_study(built.kind, folder.scenario, folder.options), engines
+    except BaseException:
+        folder.release()
+        raise
 
-    @classmethod
-    def open(cls, path: Path, rounds: int | None = None) -> RunFolder:
-        """Reopen a run folder to continue it (``rounds`` may extend the run)."""
-        path = Path(path)
-        if not path.is_dir():
+
+def reopen(
+    path: Path,
+    *,
+    rounds: int | None = None,
+    engines: EnginePool | None = None,
+    cache: bool = True,
+    repair: bool = False,
+) -> tuple[RunFolder, Study, EnginePool]:
+    """An existing run folder to resume (locked, checked against its meta.json), its study and
+    engines; ``rounds`` may extend a market run, ``repair`` drops damaged rounds (they are
+    computed again)."""
+    folder = RunFolder.open(path, STUDY_TABLES, rounds=rounds, repair=repair)
+    try:
+        try:
+            study = build_study(folder.study, folder.scenario, folder.options)
+        except ValueError as err:
+            raise RunError(f"{Path(path) / META_FILE}: {err}") from err
+        if tuple(study.variants) != folder.variants:
             raise RunError(
-                f"run folder {path} does not exist; pass the --out DIR of an earlier run"
+                f"{Path(path) / SCENARIO_FILE}: its variants {list(study.variants)} are not the "
+                f"run's {list(folder.variants)} (meta.json) — restore the run's own scenario.yaml"
             )
-        for name in (SCENARIO_FILE, META_FILE):
-            if not (path / name).is_file():
-                raise RunError(
-                    f"{path} has no {name}: it is not a run folder written by admarket run"
-                )
-        try:
-            meta = json.loads((path / META_FILE).read_text())
-        except json.JSONDecodeError as err:
-            raise RunError(
-                f"{path / META_FILE} is not valid JSON ({err.msg}); the folder is damaged"
-            ) from err
-        folder = cls(path, meta, load_scenario(path / SCENARIO_FILE))
-        if rounds is not None:
-            if rounds < folder.rounds:
-                raise RunError(
-                    f"--rounds {rounds} is fewer than the {folder.rounds} rounds of the run in "
-                    f"{path}; leave --rounds out or give a larger number"
-                )
-            folder.meta["rounds"] = int(rounds)
-        folder._drop_uncommitted_parts()
-        return folder
-
-    def _drop_uncommitted_parts(self) -> None:
-        committed = int(self.meta["parts"])
-        for table in TABLES:
-            folder = self.path / table
-            if not folder.is_dir():
-                continue
-            for part in folder.iterdir():
-                index = _part_index(part.name)
-                if part.name.startswith(".") or (index is not None and index >= committed):
-                    part.unlink()
-
-    def histories(self, variant: str, seed: int) -> dict[str, list[RoundRecord]]:
-        """Every advertiser's recorded rounds of one replicate, oldest first."""
-        done = self.completed(variant, seed)
-        folder = self.path / "advertisers"
-        if done == 0:
-            return {}
-        frame = pd.read_parquet(
-            folder, filters=[("variant", "==", variant), ("seed", "==", int(seed))]
+        engines = (
+            engines if engines is not None else EnginePool(folder.scenario.catalog(), cache=cache)
         )
-        frame = frame[frame["round"] < done].sort_values(["advertiser", "round"], kind="stable")
-        if "topic" not in frame.columns:  # written before advertisers rows had a topic
-            frame["topic"] = ""
-        histories: dict[str, list[RoundRecord]] = {}
-        for name, rows in frame.groupby("advertiser", sort=False):
-            records = [RoundRecord(**row) for row in rows[list(_RECORD_FIELDS)].to_dict("records")]
-            if [r.round for r in records] != list(range(done)):
-                raise RunError(
-                    f"{folder} lacks rounds of {name} ({variant}, seed {seed}): meta.json says "
-                    f"{done} completed; the folder is damaged, start a new run"
-                )
-            histories[str(name)] = records
-        return histories
-
-    def write(self, rows: TableRows, variant: str, seed: int, completed: int) -> None:
-        """Write one replicate's new rows as one new part per table, then commit ``meta.json``
-        with the rounds it has completed."""
-        if rows.rounds:
-            name = f"part-{int(self.meta['parts']):05d}.parquet"
-            for table in TABLES:
-                folder = self.path / table
-                folder.mkdir(exist_ok=True)
-                data = pa.Table.from_pylist(getattr(rows, table), schema=SCHEMAS[table])
-                temporary = folder / f".{name}.tmp"
-                pq.write_table(data, temporary)
-                os.replace(temporary, folder / name)
-            self.meta["parts"] = int(self.meta["parts"]) + 1
-        self.meta["completed"][variant][str(seed)] = int(completed)
-        self.commit()
-
-    def commit(self, status: str | None = None, wall_seconds: float = 0.0) -> None:
-        if status is not None:
-            self.meta["status"] = status
-        self.meta["wall_seconds"] = round(float(self.meta["wall_seconds"]) + wall_seconds, 3)
-        self.meta["updated"] = _now()
-        _write_atomic(self.path / META_FILE, json.dumps(self.meta, indent=2) + "\n")
-
-
-def _part_index(name: str) -> int | None:
-    stem = name.removesuffix(".parquet")
-    if name.endswith(".parquet") and stem.startswith("part-") and stem[5:].isdigit():
-        return int(stem[5:])
-    return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-class EnginePool:
-    """One engine per distinct engine spec, shared by every variant and seed of a run.
-
-    Real LLMs go behind the persistent call cache when ``cache`` is on; the synthetic engine is
-    exact and faster than any cache, so it never is.
-    """
-
-    UNCACHED = frozenset({"synthetic"})
-
-    def __init__(self, catalog: Any, *, cache: bool) -> None:
-        self.catalog = catalog
-        self.cache = cache
-        self._engines: dict[str, Engine] = {}
-
-    def get(self, spec: Any) -> Engine:
-        key = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
-        if key not in self._engines:
-            from market.engines import create_engine  # loads an LLM stack only when a run needs it
-
-            cache = self.cache and spec.type not in self.UNCACHED
-            self._engines[key] = create_engine(spec, catalog=self.catalog, cache=cache)
-        return self._engines[key]
-
-
-def build_models(
-    scenario: Any, engines: EnginePool, seed: int
-) -> dict[str, Callable[[], MarketModel]]:
-    """Per variant, a builder of that replicate's model (the scenario's seed set to ``seed``)."""
-    builders = {}
-    for name, variant in expand_variants(scenario).items():
-        replicate = variant.model_copy(update={"seed": int(seed)})
-
-        def build(replicate: Any = replicate, name: str = name) -> MarketModel:
-            return MarketModel(replicate, engines.get(replicate.engine), variant=name)
-
-        builders[name] = build
-    return builders
-
-
-def check_buildable(scenario: Any, engines: EnginePool, seed: int) -> None:
-    """Build every variant's model once (engines load here) so bad settings fail before running."""
-    for name, build in build_models(scenario, engines, seed).items():
-        try:
-            build()
-        except (ValueError, TypeError, KeyError) as err:
-            raise RunError(f"variant {name!r} of scenario {scenario.name!r}: {err}") from err
+        _checked(study, engines, folder.seeds[0])
+    except BaseException:
+        folder.release()
+        raise
+    return folder, study, engines
 
 
 def execute(
     folder: RunFolder,
+    study: Study,
     engines: EnginePool,
     *,
     on_round: Callable[[], None] = lambda: None,
     flush_seconds: float = FLUSH_SECONDS,
 ) -> None:
-    """Run every (seed, variant) of the folder up to its rounds, flushing as rounds complete.
+    """Run every (seed, variant) replicate of the folder up to its rounds, flushing as rounds
+    complete.
 
-    Variants of one seed share the root seed (common random numbers). Rows are flushed when
-    ``flush_seconds`` have passed since the last flush (0: after every round), at the end of
-    each replicate, and when the run stops early: on Ctrl-C, which then raises `RunInterrupted`,
-    and on an error, which is re-raised; either way the folder can be resumed.
+    Rows are flushed when ``flush_seconds`` have passed since the last flush (0: after every
+    round), at the end of each replicate, and when the run stops early: on Ctrl-C, which then
+    raises `RunInterrupted`, and on an error, which is re-raised; either way the folder can be
+    resumed.
     """
     started = time.perf_counter()
-    model: MarketModel | None = None
+    replicate: Replicate | None = None  # the replicate running, once restored
     flushing = False
     last_flush = time.monotonic()
+    engine_seconds = 0.0  # of the current replicate, already recorded
 
     def flush() -> None:
-        nonlocal flushing, last_flush
+        nonlocal flushing, last_flush, engine_seconds
         flushing = True
-        folder.write(model.drain_rows(), model.variant, model.root_seed, model.round)
+        folder.meta["engine_seconds"] = round(
+            float(folder.meta.get("engine_seconds", 0.0))
+            + replicate.engine_seconds
+            - engine_seconds,
+            6,
+        )
+        engine_seconds = replicate.engine_seconds
+        folder.write(replicate.drain(), replicate.variant, replicate.seed, replicate.round)
         flushing = False
         last_flush = time.monotonic()
 
     folder.commit(status="running")
     try:
         for seed in folder.seeds:
-            for name, build in build_models(folder.scenario, engines, seed).items():
-                done = folder.completed(name, seed)
+            for variant in folder.variants:
+                done = folder.completed(variant, seed)
                 if done >= folder.rounds:
                     continue
-                model = build()
-                folder.meta["engines"][name] = _engine_json(model.engine.info)
-                if done:
-                    model.restore(folder.histories(name, seed))
-                while model.round < folder.rounds:
-                    model.step()
+                starting = study.replicate(variant, seed, engines)
+                try:
+                    folder.meta["engines"][variant] = _engine_json(starting.engine.info)
+                    if done:
+                        starting.restore(folder, done)
+                except BaseException:
+                    starting.close()  # nothing new to save: the folder keeps its rounds
+                    raise
+                replicate, engine_seconds = starting, 0.0
+                while replicate.round < folder.rounds:
+                    replicate.step()
                     on_round()
                     if time.monotonic() - last_flush >= flush_seconds:
                         flush()
+                        if len(folder.meta["part_log"]) >= MAX_PARTS:
+                            folder.compact()
                 flush()
-                model = None
+                replicate.close()
+                replicate = None
+        try:
+            folder.compact()
+        except OSError:
+            pass  # the parts stay, and stay readable; a later resume compacts them
     except BaseException as error:  # keep every completed round, whatever stopped the run
         interrupted = isinstance(error, KeyboardInterrupt)
         try:
-            if model is not None and not flushing:  # a flush cut short is dropped on resume
+            if replicate is not None and not flushing:  # a flush cut short is dropped on resume
                 flush()
+        except OSError:
+            pass  # the rounds since the last flush are lost; resuming computes them again
         finally:
+            if replicate is not None:
+                replicate.close()
             status = "interrupted" if interrupted else "failed"
-            folder.commit(status=status, wall_seconds=time.perf_counter() - started)
+            try:
+                folder.record_status(status, wall_seconds=time.perf_counter() - started)
+            except OSError:
+                pass  # meta.json cannot be written at all: it keeps its last commit
         if interrupted:
-            raise RunInterrupted(folder.path, folder.completed_rounds) from None
+            raise RunInterrupted(
+                folder.path, folder.completed_rounds, terminated=isinstance(error, Terminated)
+            ) from None
+        if isinstance(error, OSError):
+            raise RunWriteError(
+                f"{getattr(error, 'filename', None) or folder.path}: "
+                f"{error.strerror or error} while writing the run folder; "
+                f"{folder.completed_rounds} completed rounds are saved — free space (or fix the "
+                f"folder) and resume with `admarket run --resume {folder.path}`"
+            ) from error
         raise
     folder.commit(status="finished", wall_seconds=time.perf_counter() - started)
 
 
-def read_table(run_dir: Path, table: str) -> pd.DataFrame:
-    """One table of a run folder as a frame sorted by (variant, seed, round)."""
-    frame = pd.read_parquet(Path(run_dir) / table)
-    return frame.sort_values(["variant", "seed", "round"], kind="stable").reset_index(drop=True)
+def run_one(
+    scenario: Any,
+    seed: int,
+    out: Path,
+    *,
+    engines: EnginePool | None = None,
+    study: str = "market",
+    options: Mapping[str, Any] | None = None,
+    flush_seconds: float = FLUSH_SECONDS,
+    on_round: Callable[[], None] = lambda: None,
+) -> RunFolder:
+    """Run ONE job — every variant of ``scenario`` under root seed ``seed`` — into ``out``.
 
+    The entry point for sweeps: a worker process calls it once per job with its own engine pool
+    (built once per worker and reused; its disk cache is shared). Resumable: when ``out`` already
+    holds this job (same scenario, seed and study), the call continues it from its last flush,
+    or returns at once when it is finished; a folder holding anything else is a `RunError`.
+    Returns the finished folder (`read_table(folder.path, name)` reads its tables).
+    """
+    out = Path(out)
+    if (out / META_FILE).exists():
+        folder, built, engines = reopen(out, engines=engines)
+        wanted = build_study(study, scenario, options)
+        from scenarios.loader import dump_scenario
 
-def comparable(frame: pd.DataFrame) -> pd.DataFrame:
-    """A table without its timing columns: what two runs with the same seed must agree on."""
-    return frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame.columns])
+        same = (
+            folder.study == wanted.kind
+            and folder.seeds == (int(seed),)
+            and dump_scenario(folder.scenario) == dump_scenario(scenario)
+            and folder.options == wanted.options()
+        )
+        if not same:
+            folder.release()
+            raise RunError(
+                f"{out} holds another job (scenario, seed or study differ); pick another folder"
+            )
+    else:
+        folder, built, engines = create(
+            scenario, out, [int(seed)], study=study, options=options, engines=engines
+        )
+    try:
+        if folder.completed_rounds < folder.total_rounds or folder.meta["status"] != "finished":
+            execute(folder, built, engines, on_round=on_round, flush_seconds=flush_seconds)
+    finally:
+        folder.release()
+    return folder

@@ -1,8 +1,8 @@
 """Load a run folder (docs/data.md) into one frozen `RunData`.
 
 Reports are built from these files alone, so a run made on another machine and copied here works.
-Parquet tables are read from their part folders (``rounds/part-*.parquet``) or, failing that, from a
-single ``rounds.parquet`` file.
+A table is its compacted file (``rounds.parquet``) followed by its parts (``rounds/part-*.parquet``)
+— the files ``meta.json`` vouches for, or, in a folder without that list, the files on disk.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from market.columns import (  # noqa: F401 - re-exported for the reports and tests
@@ -23,6 +24,8 @@ from market.columns import (  # noqa: F401 - re-exported for the reports and tes
     ROUND_COLUMNS,
     TABLE_COLUMNS,
 )
+from market.integrity import committed_files
+from market.runfolder import table_files_on_disk
 
 
 class RunDataError(ValueError):
@@ -70,18 +73,19 @@ class RunData:
         return bool(np.isfinite(self.advertisers["contribution"].to_numpy(dtype=float)).any())
 
 
-def _read_table(run_dir: Path, name: str, *, required: bool) -> pd.DataFrame:
+def _read_table(run_dir: Path, name: str, *, required: bool, skip: bool = False) -> pd.DataFrame:
     columns = TABLE_COLUMNS[name]
-    part_dir = run_dir / name
-    single = run_dir / f"{name}.parquet"
-    if part_dir.is_dir() and any(part_dir.glob("*.parquet")):
-        frame = pd.read_parquet(part_dir)
-    elif single.is_file():
-        frame = pd.read_parquet(single)
+    if skip:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    files = committed_files(run_dir, name)
+    if files is None:
+        files = table_files_on_disk(run_dir, name)
+    if files:
+        frame = pd.concat([_read_parquet(path) for path in files], ignore_index=True)
     elif required:
         raise RunDataError(
-            f"{run_dir} has no {name} table: expected {part_dir}/part-*.parquet or {single} "
-            "(is this a run folder written by `admarket run --out DIR`?)"
+            f"{run_dir} has no {name} table: expected {run_dir / name}.parquet or "
+            f"{run_dir / name}/part-*.parquet (is this a run folder written by `admarket run`?)"
         )
     else:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
@@ -101,14 +105,32 @@ def _read_table(run_dir: Path, name: str, *, required: bool) -> pd.DataFrame:
     return frame
 
 
-def load_run(run_dir: str | Path) -> RunData:
-    """Read a run folder into `RunData` (the tables of docs/data.md, scenario and meta)."""
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError as err:
+        raise RunDataError(
+            f"{path}: missing, but meta.json lists it; the folder is damaged"
+        ) from err
+    except (pa.ArrowException, OSError) as err:
+        raise RunDataError(
+            f"{path}: not a readable parquet file ({' '.join(str(err).split())[:120]}); the folder "
+            "is damaged (resume it with --repair to compute the damaged rounds again)"
+        ) from err
+
+
+def load_run(run_dir: str | Path, *, auctions: bool = True) -> RunData:
+    """Read a run folder into `RunData` (the tables of docs/data.md, scenario and meta).
+
+    ``auctions=False`` leaves the largest table (one row per candidate) unread and empty, for
+    readers that need only rounds and advertisers (the terminal summary).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir {run_dir} is not a folder; pass the --out DIR of a run")
     rounds = _read_table(run_dir, "rounds", required=True)
     advertisers = _read_table(run_dir, "advertisers", required=True)
-    auctions = _read_table(run_dir, "auctions", required=False)
+    auctions = _read_table(run_dir, "auctions", required=False, skip=not auctions)
     if rounds.empty:
         raise RunDataError(f"{run_dir}/rounds holds no rounds yet; wait for the first flush")
     for column in ("entered", "relevant", "mentioned"):
@@ -119,10 +141,16 @@ def load_run(run_dir: str | Path) -> RunData:
     advertisers.loc[~advertisers["entered"], "contribution"] = np.nan
 
     scenario_path = run_dir / "scenario.yaml"
-    scenario_text = scenario_path.read_text() if scenario_path.is_file() else ""
-    scenario = yaml.safe_load(scenario_text) if scenario_text else {}
     meta_path = run_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        scenario_text = scenario_path.read_text(encoding="utf-8") if scenario_path.is_file() else ""
+        scenario = yaml.safe_load(scenario_text) if scenario_text else {}
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        raise RunDataError(
+            f"{run_dir}: scenario.yaml or meta.json is not readable text ({err}); the folder is "
+            "damaged"
+        ) from err
     return RunData(
         run_dir=run_dir,
         rounds=rounds,
@@ -131,5 +159,5 @@ def load_run(run_dir: str | Path) -> RunData:
         variants=tuple(pd.unique(rounds["variant"])),
         scenario=scenario if isinstance(scenario, dict) else {},
         scenario_text=scenario_text,
-        meta=meta,
+        meta=meta if isinstance(meta, dict) else {},
     )

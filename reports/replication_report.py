@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reports.data import RunData
 from reports.replication_figures import StudyFigure
-from reports.stats import linear_fit, t_interval
+from reports.stats import t_interval
+from reports.tables import contribution_fits as run_contribution_fits
 from reports.template import figure_html, meta_list, notes_html, page, table_html
 
 
@@ -38,9 +40,10 @@ STUDY_METRICS: tuple[StudyMetric, ...] = (
     StudyMetric("mentions", "advertisers named in the reply (of 2)"),
 )
 
-# Sec. 6.2.2 and App. C.4 (Fig. 6, baseline generator).
-PAPER_PEARSON = {"offset": 0.8, "no_offset": 0.4}
+# App. C.4 (Fig. 6, baseline generator): slope and R² of utility on contribution. The paper's
+# Pearson r (Sec. 6.2.2: 0.8 with the offset, 0.4 without) is `reports.tables.PAPER_PEARSON`.
 PAPER_BASELINE_FIT = {"offset": (1.00, 0.96), "no_offset": (0.5, 0.19)}
+PAYMENTS = {"offset": "utility_offset", "no_offset": "utility_no_offset"}
 
 
 def _generators(frame: pd.DataFrame) -> list[str]:
@@ -108,30 +111,59 @@ def tv_summary(tv: pd.DataFrame) -> pd.DataFrame:
 
 def contribution_fits(advertisers: pd.DataFrame, m: int) -> pd.DataFrame:
     """Utility on contribution (expected reward − expected reward without her, Fig. 1b's
-    normalized reward), with and without the offset, per generator, at M = ``m``."""
-    rows = []
+    normalized reward), with and without the offset, per generator, at M = ``m`` (Figs. 5/6).
+
+    The fit is the run report's (`reports.tables.contribution_fits`, one line per variant): each
+    generator × payment rule is presented to it as a variant whose entrants have that rule's
+    utility and offset, so both reports compute and label fits the same way.
+    """
     at_m = advertisers[advertisers["M"] == m]
+    parts, variants = [], []
     for generator in _generators(advertisers):
-        part = at_m[at_m["generator"] == generator]
-        for payments, column in (("offset", "utility_offset"), ("no_offset", "utility_no_offset")):
-            fit = linear_fit(part["contribution"].to_numpy(float), part[column].to_numpy(float))
-            paper_slope, paper_r2 = (
-                PAPER_BASELINE_FIT[payments] if generator == "baseline" else (np.nan, np.nan)
+        for payments, column in PAYMENTS.items():
+            part = at_m[at_m["generator"] == generator]
+            variant = f"{generator} · {payments}"
+            offset = part["offset"] if payments == "offset" else 0.0
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "variant": variant,
+                        "entered": True,
+                        "contribution": part["contribution"].to_numpy(float),
+                        "utility": part[column].to_numpy(float),
+                        "offset": np.asarray(offset, dtype=float) * np.ones(len(part), dtype=float),
+                    }
+                )
             )
-            rows.append(
-                {
-                    "generator": generator,
-                    "payments": payments,
-                    "M": m,
-                    "n": fit.n,
-                    "slope": fit.slope,
-                    "r2": fit.r2,
-                    "pearson_r": fit.pearson_r,
-                    "paper_pearson_r": PAPER_PEARSON[payments],
-                    "paper_slope": paper_slope,
-                    "paper_r2": paper_r2,
-                }
-            )
+            variants.append((variant, generator, payments))
+    view = RunData(
+        run_dir=Path("."),
+        rounds=pd.DataFrame(),
+        advertisers=pd.concat(parts, ignore_index=True),
+        auctions=pd.DataFrame(),
+        variants=tuple(v for v, _, _ in variants),
+    )
+    fits = run_contribution_fits(view).set_index("variant")
+    rows = []
+    for variant, generator, payments in variants:
+        fit = fits.loc[variant]
+        paper_slope, paper_r2 = (
+            PAPER_BASELINE_FIT[payments] if generator == "baseline" else (np.nan, np.nan)
+        )
+        rows.append(
+            {
+                "generator": generator,
+                "payments": payments,
+                "M": m,
+                "n": int(fit["n"]),
+                "slope": fit["slope"],
+                "r2": fit["r2"],
+                "pearson_r": fit["pearson_r"],
+                "paper_pearson_r": fit["paper_pearson_r"],
+                "paper_slope": paper_slope,
+                "paper_r2": paper_r2,
+            }
+        )
     return pd.DataFrame(rows)
 
 

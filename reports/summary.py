@@ -14,7 +14,7 @@ from reports.tables import HEADLINE_METRICS, format_interval, headline_table
 def print_summary(run_dir: str | Path, console: Console | None = None) -> None:
     """Print the headline table (estimate [95% CI]) of the run in ``run_dir``."""
     console = console if console is not None else Console()
-    data = load_run(run_dir)
+    data = load_run(run_dir, auctions=False)  # the headline reads rounds and advertisers only
     headline = headline_table(data, n_boot=500)
     table = Table(
         title=f"{data.run_dir.name}: {', '.join(data.mechanisms)}, {len(data.seeds)} seed(s) × "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from market.cli import main
+from market.model import MarketModel
 from market.runner import SCHEMAS, read_table
 from reports.data import TABLE_COLUMNS
 from scenarios.loader import load_scenario
@@ -51,8 +53,9 @@ def test_run_writes_every_file_of_a_run_folder(tmp_path, capsys):
         frame = read_table(out, table)
         assert set(columns) <= set(frame.columns), table
         assert set(frame["variant"]) == {"offset", "no_offset"}
-        part = next((out / table).glob("part-*.parquet"))
-        assert pq.read_schema(part).equals(SCHEMAS[table], check_metadata=False)
+        # a finished run keeps one compacted file per table (issue 11), in the spec's schema
+        assert not (out / table).exists()
+        assert pq.read_schema(out / f"{table}.parquet").equals(SCHEMAS[table], check_metadata=False)
     rounds = read_table(out, "rounds")
     assert len(rounds) == 12 and rounds["round"].max() == 5
     assert not (out / "report.html").exists()
@@ -197,16 +200,16 @@ def test_replicate_and_bench_forward_their_arguments(monkeypatch, capsys):
         return module
 
     import benchmarks
-    import reports
+    import market
 
-    monkeypatch.setitem(sys.modules, "reports.replication", fake("reports.replication"))
-    monkeypatch.setattr(reports, "replication", sys.modules["reports.replication"], raising=False)
+    monkeypatch.setitem(sys.modules, "market.replicate", fake("market.replicate"))
+    monkeypatch.setattr(market, "replicate", sys.modules["market.replicate"], raising=False)
     monkeypatch.setitem(sys.modules, "benchmarks.engine", fake("benchmarks.engine"))
     monkeypatch.setattr(benchmarks, "engine", sys.modules["benchmarks.engine"], raising=False)
     assert main(["replicate", "--engine", "synthetic", "--help"]) == 0
     assert main(["bench", "engine", "--quick"]) == 0
     assert seen == {
-        "reports.replication": ["--engine", "synthetic", "--help"],
+        "market.replicate": ["--engine", "synthetic", "--help"],
         "benchmarks.engine": ["--quick"],
     }
 
@@ -215,3 +218,33 @@ def test_bench_market_on_the_synthetic_engine(capsys):
     code, stdout, _ = run_cli(["bench", "market", "--rounds", "5", "--skip-llm"], capsys)
     assert code == 0
     assert "rounds/s" in stdout and "M=16" in stdout
+    code, stdout, _ = run_cli(
+        ["bench", "market", "--rounds", "5", "--skip-llm", "--profile"], capsys
+    )
+    assert code == 0
+    assert "data collection" in stdout and "engine calls" in stdout
+
+
+def _live_models() -> int:
+    gc.collect()
+    return sum(type(o) is MarketModel for o in gc.get_objects())
+
+
+def test_a_sweep_frees_every_model_it_ran(tmp_path, capsys):
+    """Issue 9 item 6: models are closed when their replicate is done (Mesa's Agent._ids)."""
+    before = _live_models()
+    args = ["sweep", "free_riding", *SYNTHETIC, "--seeds", "3", "--rounds", "2", "--no-report"]
+    assert main([*args, "--out", str(tmp_path / "sweep")]) == 0
+    assert _live_models() == before
+
+
+def test_the_closing_summary_does_not_read_the_auctions_table(finished_run, capsys):
+    """Issue 11 item 3: the summary printed after a run reads rounds and advertisers only."""
+    import reports
+
+    damaged = [*finished_run.glob("auctions/*.parquet"), *finished_run.glob("auctions.parquet")]
+    assert damaged
+    for path in damaged:
+        path.write_bytes(b"not parquet")
+    reports.print_summary(finished_run)
+    assert "offset" in capsys.readouterr().out

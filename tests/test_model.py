@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+import weakref
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from agents.records import RoundRecord
-from market.columns import ADVERTISER_COLUMNS, ROUND_COLUMNS, TABLE_COLUMNS
+from market.columns import (
+    ADVERTISER_COLUMNS,
+    DOC_TABLES,
+    ROUND_COLUMNS,
+    ROUNDS,
+    RUN_TABLES,
+    TABLE_COLUMNS,
+    render_docs,
+)
 from market.engines.synthetic import SyntheticEngine
+from market.history import MIN_KEPT, RecentRecords, kept_rounds
 from market.model import (
     ADVERTISER_REPORTERS,
     ROUND_REPORTERS,
@@ -105,6 +119,27 @@ def test_collected_columns_cover_what_the_reports_read(engine):
         )
 
 
+def test_the_table_spec_drives_reporters_schema_and_docs(engine):
+    """One spec (market/columns.py): reporter names and order, collected columns, docs/data.md."""
+    assert tuple(ROUND_REPORTERS) == ROUNDS.names
+    assert tuple(ADVERTISER_REPORTERS) == RUN_TABLES["advertisers"].names
+    with pytest.raises(ValueError, match="without a reporter: \\['seed'\\]"):
+        ROUNDS.named({n: len for n in ROUNDS.names if n != "seed"})
+    with pytest.raises(ValueError, match="not in the spec: \\['bogus'\\]"):
+        ROUNDS.named({**{n: len for n in ROUNDS.names}, "bogus": len})
+    tables = frames(run(MarketModel(scenario(), engine), 2))
+    for name, spec in RUN_TABLES.items():
+        assert tuple(tables[name].columns) == spec.names, name
+    docs = Path(__file__).parents[1] / "docs"
+    texts = [(docs / name).read_text(encoding="utf-8") for name in ("data.md", "replication.md")]
+    for text in texts:
+        assert render_docs(text) == text, (
+            "docs are stale: python -m market.columns docs/data.md docs/replication.md"
+        )
+    for name in DOC_TABLES:
+        assert any(f"<!-- columns: {name} -->" in text for text in texts), name
+
+
 def test_a_round_records_histories_and_rows_consistently(engine):
     model = run(MarketModel(scenario(), engine), 6)
     tables = frames(model)
@@ -158,6 +193,18 @@ def test_queries_follow_the_weighted_mix(engine):
     model = MarketModel(scenario(), engine)
     topics = [model.draw_query(t).topic for t in range(600)]
     assert topics.count("cooking") / 600 == pytest.approx(2 / 3, abs=0.06)
+
+
+def test_the_query_draw_is_numpys_weighted_choice(engine):
+    """draw_query inverts the same normalised CDF Generator.choice(p=...) uses: same queries."""
+    weighted = [{**q, "weight": w} for q, w in zip(QUERIES * 2, (0.5, 2.0, 1.0, 3.5), strict=True)]
+    weighted = [{**q, "text": f"{q['text']} ({k})"} for k, q in enumerate(weighted)]
+    model = MarketModel(scenario(queries=weighted), engine)
+    p = np.array([q["weight"] for q in weighted]) / 7.0
+    for t in range(300):
+        expected = model.streams.rng("query", t).choice(len(weighted), p=p)
+        assert model.draw_query(t).text == weighted[expected]["text"]
+    model.close()
 
 
 def test_random_streams_are_addressed_by_round_and_independent():
@@ -318,3 +365,82 @@ def test_replayed_histories_read_like_list_prefixes():
     assert prefix[-2:] == [4, 5] and prefix[3:] == [3, 4, 5] and prefix[-1] == 5
     with pytest.raises(IndexError):
         prefix[6]
+
+
+def test_a_closed_model_is_freed(engine):
+    """Mesa 3.3's class-level Agent._ids keeps every model alive until the model is closed."""
+    with MarketModel(scenario(), engine) as model:
+        run(model, 2)
+        alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+    before = _live_models()
+    with pytest.raises(ValueError, match="unknown policy"):
+        _broken_model(engine)
+    assert _live_models() == before  # a model that failed to build is not kept either
+
+
+def _live_models() -> int:
+    gc.collect()
+    return sum(type(o) is MarketModel for o in gc.get_objects())
+
+
+def _broken_model(engine):
+    """A model whose last advertiser fails to build, after the others have registered."""
+    good = scenario()
+    bad = good.advertisers[-1].model_copy(
+        update={"policy": good.advertisers[-1].policy.model_copy(update={"type": "bogus"})}
+    )
+    return MarketModel(
+        good.model_copy(update={"advertisers": [*good.advertisers[:-1], bad]}), engine
+    )
+
+
+def test_memory_stays_flat_over_rounds(engine):
+    """Histories keep their latest rounds and drained rows leave the collector, so a model's
+    memory does not grow with the rounds it has run (issue 9 item 6, issue 11 item 3)."""
+    always = [
+        {**a, "policy": {"type": "always"}, "strategy": {"type": "truthful"}} for a in ADVERTISERS
+    ]
+    model = MarketModel(scenario(advertisers=always, queries=QUERIES[:1], rounds=10_000), engine)
+    tracemalloc.start()
+    try:
+        for t in range(512):  # checkpoints 12 x 32 rounds apart: the same phase of the trim
+            model.step()
+            if t % 16 == 15:
+                model.drain_rows()
+            if t == 127:
+                gc.collect()
+                before = tracemalloc.get_traced_memory()[0]
+        gc.collect()
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # unbounded histories alone would add ~1.5 KB a round here (4 advertisers): ~580 KB over
+    # these 384 rounds; what remains is small allocations inside numpy and pandas (~50 B a round)
+    assert growth < 60_000, growth
+    assert model.datacollector.get_model_vars_dataframe().empty  # drained rows are gone
+    history = model.advertisers[0].history
+    assert len(history) == 512 and history[-1].round == 511
+    assert [r.round for r in history[-3:]] == [509, 510, 511]
+    with pytest.raises(IndexError, match="keeps its last"):
+        history[0]
+    model.close()
+
+
+def test_recent_records_read_like_the_full_list():
+    records = [RoundRecord(round=t, entered=t % 2 == 0, relevant=True) for t in range(100)]
+    recent = RecentRecords(10)
+    for record in records:
+        recent.append(record)
+        assert len(recent) == record.round + 1 and recent[-1] is record
+    assert recent[-10:] == records[-10:] and recent[95:] == records[95:]
+    assert recent[99] is records[99] and recent[-3] is records[97]
+    assert list(recent)[-10:] == records[-10:] and len(list(recent)) <= 20
+    with pytest.raises(IndexError, match="keeps its last 10"):
+        recent[:50]
+    with pytest.raises(IndexError, match="out of range"):
+        recent[100]
+    assert kept_rounds([{"type": "imitation", "kwargs": {"window": 40}}]) == 80
+    assert kept_rounds([{"type": "always"}]) == MIN_KEPT

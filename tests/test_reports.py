@@ -61,7 +61,9 @@ def mixed_run(tmp_path_factory) -> Path:
 
 
 def _read(run_dir: Path, name: str) -> pd.DataFrame:
-    return pd.read_parquet(run_dir / name)
+    """A table of a run folder: its compacted file once the run finished, else its parts."""
+    single = run_dir / f"{name}.parquet"
+    return pd.read_parquet(single if single.is_file() else run_dir / name)
 
 
 def _t_ci(values: np.ndarray) -> tuple[float, float, float]:
