@@ -1,4 +1,4 @@
-"""Token auction vs MOSAIC like for like (market.token_vs_mosaic, market.auction_adapter).
+"""Token auction vs MOSAIC like for like (market.token_vs_mosaic, its _cli and auction_adapter).
 
 The payments-in-reward-units mapping is checked by recomputing one token-auction round by hand:
 the engine's next-token distributions, the stable-sampling uniforms, and each token's critical bid
@@ -20,10 +20,9 @@ from market.token_vs_mosaic import (
     StudyError,
     _round_specs,
     _search,
-    main,
-    print_result,
     run_study,
 )
+from market.token_vs_mosaic_cli import main, print_result
 
 GUITAR = "How can I learn to play the guitar?"
 PRIVACY = "How can I protect my privacy online?"
@@ -170,6 +169,14 @@ def test_tempered_sampling_is_refused_in_one_line(capsys):
     assert err.startswith("token_vs_mosaic: error:") and "top_p" in err and "\n" not in err
     assert main(["no_such_scenario", "--seeds", "2"]) == 2
     assert "no_such_scenario" in capsys.readouterr().err
+
+
+def test_an_out_path_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "is a file" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
