@@ -25,6 +25,7 @@ import pandas as pd
 
 from reports.colours import advertiser_colours, advertiser_names, tint
 from reports.data import KEYS, RunData
+from reports.gain import utility_gain
 from reports.template import meta_list, scroll_box
 
 REASONS = ("first", "last", "highest revenue", "lowest revenue")
@@ -130,7 +131,7 @@ def entrant_table(data: RunData, variant: str, seed: int, round_: int) -> pd.Dat
             "E[r]": part["expected_reward"].to_numpy(float),
             "utility (E[r] − p)": utility.to_numpy(),
             "E[r] without her": without.to_numpy(),
-            "utility gain": (utility - without).to_numpy(),
+            "utility gain": utility_gain(part).to_numpy(),
         }
     )
 

@@ -4,6 +4,11 @@ Confidence intervals: with several seeds a metric is computed once per seed and 
 Student-t interval over seeds; with a single seed it is a percentile bootstrap over rounds (rounds
 resampled with replacement). Every headline metric is a function of per-round additive sums, so
 both use the same code path (`round_sums`).
+
+Utility gain, not utility: the paper's Figs. 4–7, its ex-ante IR claim and its Pearson 0.8 / 0.4
+are about the gain from participation, utility − E[r without her] (App. C.4, eq. 15; see
+`reports.gain`). Every fit, correlation and IR share here uses the gain; the raw ex-interim utility
+E[r] − p stays available as ``utility`` ("utility (E[r] − p)").
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from reports.data import KEYS, RunData
+from reports.gain import gain_is_non_negative, utility_gain
 from reports.stats import (
     bootstrap_sums,
     linear_fit,
@@ -23,7 +29,8 @@ from reports.stats import (
     wilson_interval,
 )
 
-# Sec. 6.2.2: Pearson correlation between advertiser utility and normalized reward.
+# Sec. 6.2.2 / App. C.4 Fig. 7: Pearson correlation between an advertiser's utility gain from
+# participation and her normalized reward (contribution).
 PAPER_PEARSON = {"with offset": 0.8, "without offset": 0.4}
 
 Sums = Mapping[str, np.ndarray]
@@ -97,14 +104,25 @@ HEADLINE_METRICS: tuple[Metric, ...] = (
         "nats / token",
         _ratio("use_sum", "use_n"),
     ),
-    Metric("utility", "utility / entry", "reward units / entry", _ratio("util_sum", "entries")),
     Metric(
-        "share_positive_utility",
-        "share of entries with utility > 0",
-        ENTRY_SHARE,
-        _ratio("util_pos", "entries"),
+        "utility",
+        "utility (E[r] − p) / entry",
+        "reward units / entry",
+        _ratio("util_sum", "entries"),
     ),
-    Metric("pearson_r", "Pearson r(utility, contribution)", "correlation", _pearson),
+    Metric(
+        "utility_gain",
+        "utility gain / entry (U − E[r without], eq. 15)",
+        "reward units / entry",
+        _ratio("gain_sum", "gain_n"),
+    ),
+    Metric(
+        "share_gain_non_negative",
+        "ex-ante IR: share of entries with gain ≥ 0",
+        ENTRY_SHARE,
+        _ratio("gain_ok", "gain_n"),
+    ),
+    Metric("pearson_r", "Pearson r(gain, contribution)", "correlation", _pearson),
 )
 
 
@@ -134,8 +152,10 @@ def round_sums(data: RunData) -> pd.DataFrame:
     late = adv["round"] >= (last + 1) // 2
     entered, relevant = adv["entered"], adv["relevant"]
     utility = adv["utility"].astype(float)
+    gain = utility_gain(adv)
+    has_gain = gain.notna()
     x = adv["contribution"].astype(float)
-    y = utility.where(x.notna())
+    y = gain.where(x.notna())
     paired = entered & x.notna() & y.notna()
     # Pearson's r is shift-invariant: centring per variant keeps the sums well conditioned.
     x = (x - x[paired].groupby(adv["variant"]).transform("mean")).where(paired, 0.0)
@@ -151,7 +171,9 @@ def round_sums(data: RunData) -> pd.DataFrame:
         irr_in_late=~relevant & entered & late,
         entries=entered,
         util_sum=utility.where(entered, 0.0),
-        util_pos=entered & (utility > 0),
+        gain_n=has_gain,
+        gain_sum=gain.fillna(0.0),
+        gain_ok=has_gain & gain_is_non_negative(gain),
         pr_n=paired,
         pr_x=x,
         pr_y=y,
@@ -161,7 +183,7 @@ def round_sums(data: RunData) -> pd.DataFrame:
     )
     cols = [
         "rel_rows", "rel_in", "irr_rows", "irr_in", "rel_rows_late", "rel_in_late",
-        "irr_rows_late", "irr_in_late", "entries", "util_sum", "util_pos",
+        "irr_rows_late", "irr_in_late", "entries", "util_sum", "gain_n", "gain_sum", "gain_ok",
         "pr_n", "pr_x", "pr_y", "pr_xx", "pr_yy", "pr_xy",
     ]  # fmt: skip
     per_round = adv.groupby(list(KEYS))[cols].sum().astype(float)
@@ -247,20 +269,27 @@ def headline_wide(headline: pd.DataFrame) -> pd.DataFrame:
 def advertiser_table(data: RunData) -> pd.DataFrame:
     """One row per (variant, advertiser), pooled over seeds and rounds.
 
-    ``cumulative_utility`` is the total utility over the run, averaged over seeds.
+    ``utility_per_entry`` is the raw utility E[r] − p; ``gain_per_entry`` the utility gain from
+    participation (utility − E[r without her], eq. 15) and ``share_gain_non_negative`` the ex-ante
+    IR check (gain ≥ 0) over her entries (NaN for the token auction: no counterfactual).
+    ``cumulative_utility`` and ``cumulative_gain`` are totals over the run (0 in rounds she stays
+    out), averaged over seeds.
     """
     adv = data.advertisers
     entered = adv["entered"]
+    gain = utility_gain(adv)
     helper = adv.assign(
         in_relevant=adv["entered"].where(adv["relevant"]),
         in_irrelevant=adv["entered"].where(~adv["relevant"]),
         mentioned_in=adv["mentioned"].where(entered),
         payment_in=adv["payment"].where(entered),
         utility_in=adv["utility"].where(entered),
+        gain_in=gain,
         contribution_in=adv["contribution"],
-        positive_in=(adv["utility"] > 0).where(entered),
+        gain_ok_in=pd.Series(gain_is_non_negative(gain), index=adv.index).where(gain.notna()),
+        gain_or_zero=gain.fillna(0.0),
     )
-    for column in ("in_relevant", "in_irrelevant", "mentioned_in", "positive_in"):
+    for column in ("in_relevant", "in_irrelevant", "mentioned_in", "gain_ok_in"):
         helper[column] = helper[column].astype(float)
     table = helper.groupby(["variant", "advertiser"], sort=False).agg(
         value=("value", "mean"),
@@ -273,33 +302,38 @@ def advertiser_table(data: RunData) -> pd.DataFrame:
         mention_rate=("mentioned_in", "mean"),
         payment_per_entry=("payment_in", "mean"),
         utility_per_entry=("utility_in", "mean"),
+        gain_per_entry=("gain_in", "mean"),
         contribution_per_entry=("contribution_in", "mean"),
-        share_positive_utility=("positive_in", "mean"),
+        share_gain_non_negative=("gain_ok_in", "mean"),
     )
-    cumulative = (
-        adv.groupby(["variant", "advertiser", "seed"], sort=False)["utility"]
-        .sum()
-        .groupby(["variant", "advertiser"], sort=False)
-        .mean()
-    )
-    table["cumulative_utility"] = cumulative
+    per_seed = helper.groupby(["variant", "advertiser", "seed"], sort=False)[
+        ["utility", "gain_or_zero"]
+    ].sum()
+    cumulative = per_seed.groupby(["variant", "advertiser"], sort=False).mean()
+    table["cumulative_utility"] = cumulative["utility"]
+    table["cumulative_gain"] = cumulative["gain_or_zero"].where(table["gain_per_entry"].notna())
     return table.reset_index()
 
 
 def contribution_fits(data: RunData) -> pd.DataFrame:
-    """Utility against contribution to welfare (normalized reward), one line per variant.
+    """Utility gain against contribution to welfare (normalized reward), one line per variant.
 
-    contribution = expected_reward − expected_reward_without (Sec. 6.2.1, Fig. 1b); utility is
-    the ex-interim expected utility (eq. 13, with eq. 5 under the offset). Entrants only, pooled
-    over seeds and rounds. ``paper_pearson_r`` is the paper's Sec. 6.2.2 number for the same
-    payment rule (0.8 with the offset, 0.4 without).
+    The paper's Figs. 5/6 and Fig. 7 (App. C.4): x = contribution = expected_reward −
+    expected_reward_without (Sec. 6.2.1, Fig. 1b), y = utility gain from participation = utility
+    − expected_reward_without (eq. 15). Entrants only, pooled over seeds and rounds.
+    ``utility_gain_mean`` / ``utility_gain_min`` summarize the gain and ``share_gain_non_negative``
+    is the ex-ante IR check (gain ≥ 0); ``paper_pearson_r`` is the paper's Sec. 6.2.2 number for the
+    same payment rule (0.8 with the offset, 0.4 without).
     """
     modes = offset_modes(data)
     adv = data.advertisers[data.advertisers["entered"]]
+    gain = utility_gain(adv)
     rows = []
     for variant in data.variants:
-        part = adv[adv["variant"] == variant]
-        fit = linear_fit(part["contribution"].to_numpy(float), part["utility"].to_numpy(float))
+        mask = adv["variant"] == variant
+        part, part_gain = adv[mask], gain[mask].to_numpy(float)
+        fit = linear_fit(part["contribution"].to_numpy(float), part_gain)
+        finite = part_gain[np.isfinite(part_gain)]
         rows.append(
             {
                 "variant": variant,
@@ -310,6 +344,11 @@ def contribution_fits(data: RunData) -> pd.DataFrame:
                 "r2": fit.r2,
                 "pearson_r": fit.pearson_r,
                 "paper_pearson_r": PAPER_PEARSON.get(modes[variant], np.nan),
+                "utility_gain_mean": finite.mean() if finite.size else np.nan,
+                "utility_gain_min": finite.min() if finite.size else np.nan,
+                "share_gain_non_negative": (
+                    gain_is_non_negative(finite).mean() if finite.size else np.nan
+                ),
             }
         )
     return pd.DataFrame(rows)

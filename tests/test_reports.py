@@ -98,8 +98,9 @@ def test_report_of_a_copied_run_writes_every_figure(sweep_run, tmp_path):
         "usefulness",
         "ess",
         "utility_advertisers",
-        "positive_utility",
-        "utility_vs_contribution",
+        "gain_advertisers",
+        "gain_ir",
+        "gain_vs_contribution",
         "dilution",
         "comparison",
     }
@@ -112,6 +113,8 @@ def test_headline_matches_recomputation_over_seeds(sweep_run):
     for variant in ("offset", "no_offset"):
         a, r = adv[adv.variant == variant], rounds[rounds.variant == variant]
         entered = a[a.entered]
+        gain = entered.utility - entered.expected_reward_without  # App. C.4, eq. 15
+        entered = entered.assign(gain=gain)
         late = a["round"] >= 15
         per_seed = {
             "participation_relevant": a[a.relevant].groupby("seed").entered.mean(),
@@ -123,13 +126,12 @@ def test_headline_matches_recomputation_over_seeds(sweep_run):
             "expected_welfare": r.groupby("seed").expected_welfare.mean(),
             "usefulness": r.groupby("seed").usefulness.mean(),
             "utility": entered.groupby("seed").utility.mean(),
-            "share_positive_utility": entered.groupby("seed").utility.apply(
-                lambda u: (u > 0).mean()
+            "utility_gain": entered.groupby("seed").gain.mean(),
+            "share_gain_non_negative": entered.groupby("seed").gain.apply(
+                lambda u: (u >= -1e-9).mean()
             ),
             "pearson_r": entered.groupby("seed").apply(
-                lambda g: np.corrcoef(g.expected_reward - g.expected_reward_without, g.utility)[
-                    0, 1
-                ]
+                lambda g: np.corrcoef(g.expected_reward - g.expected_reward_without, g.gain)[0, 1]
             ),
         }
         for metric, values in per_seed.items():
@@ -163,7 +165,7 @@ def test_contribution_fit_matches_numpy(sweep_run):
     fits = contribution_fits(data).set_index("variant")
     for variant in ("offset", "no_offset"):
         a = adv[(adv.variant == variant) & adv.entered]
-        x, y = a.expected_reward - a.expected_reward_without, a.utility
+        x, y = a.expected_reward - a.expected_reward_without, a.utility - a.expected_reward_without
         slope, intercept = np.polyfit(x, y, 1)
         r = np.corrcoef(x, y)[0, 1]
         fit = fits.loc[variant]
@@ -171,6 +173,11 @@ def test_contribution_fit_matches_numpy(sweep_run):
             [fit.slope, fit.intercept, fit.pearson_r, fit.r2], [slope, intercept, r, r * r]
         )
         assert fit.n == len(a)
+        assert fit.utility_gain_mean == pytest.approx(y.mean())
+        assert fit.utility_gain_min == pytest.approx(y.min())
+    # With the offset the gain is >= 0 on every entry (Jensen); the run is truthful.
+    assert fits.loc["offset", "utility_gain_min"] >= -1e-9
+    assert fits.loc["offset", "share_gain_non_negative"] == 1.0
     assert offset_modes(data) == {"offset": "with offset", "no_offset": "without offset"}
     assert fits.loc["offset", "paper_pearson_r"] == 0.8
     assert fits.loc["no_offset", "paper_pearson_r"] == 0.4
@@ -186,7 +193,16 @@ def test_advertiser_table_matches_recomputation(sweep_run):
         assert row.entry_rate == pytest.approx(a.entered.mean())
         assert row.payment_per_entry == pytest.approx(inside.payment.mean(), nan_ok=True)
         assert row.utility_per_entry == pytest.approx(inside.utility.mean(), nan_ok=True)
-        assert row.share_positive_utility == pytest.approx((inside.utility > 0).mean(), nan_ok=True)
+        gain = inside.utility - inside.expected_reward_without
+        assert row.gain_per_entry == pytest.approx(gain.mean(), nan_ok=True)
+        assert row.share_gain_non_negative == pytest.approx((gain >= -1e-9).mean(), nan_ok=True)
+        assert row.cumulative_gain == pytest.approx(
+            (a.utility - a.expected_reward_without)
+            .where(a.entered, 0.0)
+            .groupby(a.seed)
+            .sum()
+            .mean()
+        )
         assert row.mention_rate == pytest.approx(inside.mentioned.mean(), nan_ok=True)
         assert row.cumulative_utility == pytest.approx(a.groupby("seed").utility.sum().mean())
         irrelevant = a[~a.relevant]
@@ -220,8 +236,10 @@ def test_token_auction_skips_what_does_not_apply(mixed_run):
     assert np.isfinite(headline.loc[("token_auction", "revenue"), "estimate"])
     assert np.isfinite(headline.loc[("mosaic", "pearson_r"), "estimate"])
     outputs = {o.name: o for o in build_figures(data, mixed_run / "figures")}
-    scatter = outputs["utility_vs_contribution"]
-    assert scatter.path is not None and "token_auction" in scatter.skipped
+    for name in ("gain_vs_contribution", "gain_advertisers", "gain_ir"):
+        assert outputs[name].path is not None and "token_auction" in outputs[name].skipped
+    assert np.isnan(headline.loc[("token_auction", "utility_gain"), "estimate"])
+    assert np.isfinite(headline.loc[("token_auction", "utility"), "estimate"])
     text = build_report(mixed_run).read_text()
     assert "token auction" in text and "shown as n/a" in text
 
