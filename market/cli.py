@@ -114,9 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("target", choices=("engine", "market"))
 
     dashboard = commands.add_parser("dashboard", help="watch a market live in the browser")
-    dashboard.add_argument("scenario", nargs="?", help="built-in name or YAML (default free_riding)")
+    dashboard.add_argument(
+        "scenario", nargs="?", help="built-in name or YAML (default free_riding)"
+    )
     dashboard.add_argument("--port", type=int, default=8521, help="port to serve on (default 8521)")
-    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
     return parser
 
 

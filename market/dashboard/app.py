@@ -37,7 +37,7 @@ CSS = """
             padding: 6px 10px; white-space: pre-wrap; max-height: 9em; overflow-y: auto; }
 .am-reply mark { background: #ffe066; padding: 0 2px; border-radius: 2px; }
 .am-table { border-collapse: collapse; font-size: 0.8rem; width: 100%; }
-.am-table th, .am-table td { padding: 2px 6px; text-align: right; white-space: nowrap; }
+.am-table th, .am-table td { padding: 1px 6px; text-align: right; white-space: nowrap; }
 .am-table th:first-child, .am-table td:first-child { text-align: left; }
 .am-table tr:nth-child(even) { background: #f3f3f3; }
 .vue-grid-item { overflow-y: auto; overflow-x: hidden; }

@@ -38,6 +38,7 @@ FLAGS = (
     "--disable-sync",
 )
 WINDOW = (1500, 1000)
+SHOT_WINDOW = (1600, 1200)
 ROUND = re.compile(r"Round (\d+)")
 
 
@@ -104,7 +105,7 @@ def _wait_listening(process: subprocess.Popen, port: int, log, timeout: float) -
 
 
 @contextlib.contextmanager
-def chromium() -> Iterator:
+def chromium(window: tuple[int, int] = WINDOW) -> Iterator:
     """A headless Chromium (selenium WebDriver) with a fresh profile, closed on exit."""
     reason = missing()
     if reason:
@@ -115,7 +116,7 @@ def chromium() -> Iterator:
     profile = tempfile.mkdtemp(prefix="admarket-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+    for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={window[0]},{window[1]}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
@@ -138,16 +139,29 @@ class Page:
         return self.driver.execute_script("return document.body.innerText")
 
     def button(self, label: str):
-        from selenium.webdriver.common.by import By
-
-        for element in self.driver.find_elements(By.TAG_NAME, "button"):
-            if element.text.strip().lower() == label.lower():
-                return element
-        return None
+        """The button labelled ``label`` (any case), or None."""
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll('button')]"
+            ".find(b => b.innerText.trim().toLowerCase() === arguments[0]) || null",
+            label.lower(),
+        )
 
     def press(self, label: str) -> None:
-        self.wait(lambda: (b := self.button(label)) is not None and b.is_enabled(), label)
-        self.button(label).click()
+        """Click the button labelled ``label`` once it is enabled (the page re-renders under
+        the driver's feet, so a button found may be gone by the time it is clicked: retry)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        def clicked() -> bool:
+            try:
+                button = self.button(label)
+                if button is None or not button.is_enabled():
+                    return False
+                button.click()
+                return True
+            except StaleElementReferenceException:
+                return False
+
+        self.wait(clicked, f"the {label} button")
 
     def round(self) -> int | None:
         """The round shown above the reply (None before the first)."""
@@ -155,10 +169,28 @@ class Page:
         return int(found.group(1)) if found else None
 
     def reply(self) -> str:
-        from selenium.webdriver.common.by import By
+        """The reply panel's HTML ("" before the first round)."""
+        return self.driver.execute_script(
+            "const r = document.querySelector('.am-reply'); return r ? r.innerHTML : ''"
+        )
 
-        replies = self.driver.find_elements(By.CSS_SELECTOR, ".am-reply")
-        return replies[0].get_attribute("innerHTML") if replies else ""
+    def play(self) -> None:
+        self._toggle("▶", "❚❚")
+
+    def pause(self) -> None:
+        self._toggle("❚❚", "▶")
+
+    def _toggle(self, label: str, then: str) -> None:
+        """Press ``label`` until the button reads ``then``: a click that lands on a button
+        being re-rendered is lost, so it is repeated while the state has not changed."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.button(then) is not None:
+                return
+            self.press(label)
+            with contextlib.suppress(TimeoutError):
+                self.wait(lambda: self.button(then) is not None, then, timeout=3)
+        raise TimeoutError(f"pressing {label} did not turn it into {then}")
 
     def step(self) -> int:
         """Press Step and wait for the next round to show; returns it."""
@@ -167,14 +199,15 @@ class Page:
         self.wait(lambda: self.round() is not None and self.round() != before, "the next round")
         return self.round()
 
-    def wait(self, done, what: str) -> None:
-        deadline = time.monotonic() + self.timeout
+    def wait(self, done, what: str, timeout: float | None = None) -> None:
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if done():
                 return
             time.sleep(0.05)
         raise TimeoutError(
-            f"waited {self.timeout:.0f} s for {what}; the page shows: {self.text()[:500]}"
+            f"waited {timeout:.0f} s for {what}; the page shows: {self.text()[:500]}"
         )
 
     def screenshot(self, path: Path) -> None:
@@ -183,27 +216,33 @@ class Page:
 
 
 def shot(path: Path, rounds: int, scenario: str | None) -> None:
-    """Play ``rounds`` rounds, pause, let the charts settle, save a screenshot."""
-    with server(scenario) as url, chromium() as driver:
+    """Play ``rounds`` rounds, pause, step on to a reply that mentions a brand (at most 100
+    more rounds), let the charts settle, save a screenshot."""
+    with server(scenario) as url, chromium(SHOT_WINDOW) as driver:
         page = Page(driver, url)
-        page.press("▶")
+        page.play()
         page.wait(lambda: (page.round() or 0) >= rounds, f"round {rounds}")
-        page.press("❚❚")
-        time.sleep(1.5)
+        page.pause()
+        for _ in range(100):
+            if "<mark>" in page.reply():
+                break
+            page.step()
+        time.sleep(2)
         page.screenshot(path)
-    print(f"saved {path} (round {rounds}+)")
+        shown = page.round()
+    print(f"saved {path} (round {shown})")
 
 
 def speed(seconds: float, scenario: str | None) -> float:
     """Rounds a second the page displays while playing (round counter read in the browser)."""
     with server(scenario) as url, chromium() as driver:
         page = Page(driver, url)
-        page.press("▶")
+        page.play()
         page.wait(lambda: (page.round() or 0) >= 5, "round 5")  # warm-up
         first, start = page.round(), time.monotonic()
         time.sleep(seconds)
         last, elapsed = page.round(), time.monotonic() - start
-        page.press("❚❚")
+        page.pause()
     rate = (last - first) / elapsed
     print(f"{rate:.1f} rounds/s displayed (rounds {first}..{last} in {elapsed:.1f} s)")
     return rate

@@ -31,6 +31,7 @@ WINDOW = 300  # rounds shown in the time-series charts
 RECENT = 50  # rounds over which an advertiser's entry rate is shown
 SMOOTH = 20  # rounds in the moving averages
 KIND_COLORS = {"relevant": "#1f77b4", "irrelevant": "#d62728"}
+MONEY_COLORS = {"revenue": "#2ca02c", "welfare": "#9467bd"}
 
 
 def highlight(text: str, names: Iterable[str]) -> str:
@@ -94,12 +95,15 @@ def _participation_chart(height: int) -> dict[str, Any]:
 
 
 @functools.cache
-def _lines_chart(y_title: str, domain: tuple[float, float] | None) -> dict[str, Any]:
+def _lines_chart(
+    y_title: str, colors: tuple[tuple[str, str], ...], domain: tuple[float, float] | None
+) -> dict[str, Any]:
     """Per-round values (thin) and their moving average over SMOOTH rounds (thick)."""
     y = alt.Scale(domain=list(domain)) if domain else alt.Scale(zero=False)
+    palette = alt.Scale(domain=[name for name, _ in colors], range=[color for _, color in colors])
     base = alt.Chart(_rows()).encode(
         x=alt.X("round:Q", title="round", axis=alt.Axis(format="d")),
-        color=alt.Color("series:N", title=None, legend=alt.Legend(orient="right")),
+        color=alt.Color("series:N", title=None, scale=palette, legend=alt.Legend(orient="right")),
     )
     raw = base.mark_line(opacity=0.3, strokeWidth=1).encode(
         y=alt.Y("value:Q", title=y_title, scale=y)
@@ -114,7 +118,7 @@ def _lines_chart(y_title: str, domain: tuple[float, float] | None) -> dict[str, 
         .mark_line(strokeWidth=2.5)
         .encode(y=alt.Y("mean:Q", title=y_title, scale=y))
     )
-    return alt.layer(raw, smooth).properties(width="container", height=95).to_dict()
+    return alt.layer(raw, smooth).properties(width="container", height=80).to_dict()
 
 
 def _chart(spec: dict[str, Any], header: Sequence[str], rows: Iterable[Sequence[Any]]):
@@ -223,23 +227,22 @@ def _RoundsPanel(model: LiveMarket):
     with solara.Column(classes=["am-panel"], gap="0px") as panel:
         solara.HTML(
             tag="div",
-            unsafe_innerHTML='<h3>Per round</h3><p class="am-caption">revenue = Σ payments; '
-            "welfare = Σ entrants' reward for the returned reply (thin: each round, thick: mean "
-            f"of the last {SMOOTH})</p>",
+            unsafe_innerHTML='<h3>Per round</h3><p class="am-caption">revenue = Σ payments, '
+            "welfare = Σ entrants' reward for the returned reply; thin: each round, thick: "
+            f"mean of the last {SMOOTH}</p>",
         )
         _chart(
-            _lines_chart("revenue, welfare", None),
+            _lines_chart("per round", tuple(MONEY_COLORS.items()), None),
             header,
             _long(data["round"], {"revenue": data["revenue"], "welfare": data["welfare"]}),
         )
         solara.HTML(
             tag="p",
             classes=["am-caption"],
-            unsafe_innerHTML="share of the relevant / irrelevant advertisers (to the round's "
-            "query) who entered",
+            unsafe_innerHTML="share of the advertisers relevant / irrelevant to the query entering",
         )
         _chart(
-            _lines_chart("share entering", (0.0, 1.0)),
+            _lines_chart("share entering", tuple(KIND_COLORS.items()), (0.0, 1.0)),
             header,
             _long(
                 entry["round"],
@@ -253,15 +256,14 @@ def _UtilityPanel(model: LiveMarket):
     """Each advertiser's cumulative utility, utility gain from participation, and payments."""
     mix = {q.topic for q in model.scenario.queries}
     rounds = max(1, model.round)
-    order = sorted(range(len(model.advertisers)), key=lambda i: -model.utility[i])
-    people = [model.advertisers[i] for i in order]
+    people = model.advertisers  # the scenario's order: rows stay put while the market runs
     columns = {
         "advertiser": [a.name for a in people],
         "relevant": ["yes" if mix & set(a.topics) else "no" for a in people],
-        "entered": [f"{model.entries[i] / rounds:.0%}" for i in order],
-        "Σ utility": [float(model.utility[i]) for i in order],
-        "Σ gain": [float(model.gain[i]) if model.has_gain else math.nan for i in order],
-        "Σ payment": [float(model.payment[i]) for i in order],
+        "entered": [f"{n / rounds:.0%}" for n in model.entries],
+        "Σ utility": [float(u) for u in model.utility],
+        "Σ gain": [float(g) if model.has_gain else math.nan for g in model.gain],
+        "Σ payment": [float(p) for p in model.payment],
     }
     return solara.HTML(
         tag="div",
