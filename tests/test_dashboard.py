@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from market.auction import mentions
 from market.cli import main
 from market.dashboard import browser
+from market.dashboard.app import RENDER_INTERVAL
 from market.dashboard.controls import Knobs, cast, defaults, overrides, scenario_for, takes_cost
 from market.dashboard.live import Engines, LiveMarket
 from market.dashboard.panels import highlight, table
@@ -232,22 +233,23 @@ def test_a_bad_port_number_is_one_line(capsys):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Debian's chromium: Linux only")
 @pytest.mark.timeout(120)
 def test_the_page_steps_and_resets_in_headless_chromium():
+    """Step runs RENDER_INTERVAL rounds (SolaraViz's rule); the misreport scenario on the
+    synthetic engine mentions MusicMastery in the reply of round 4."""
     reason = browser.missing()
     if reason:
         pytest.fail(f"the browser test cannot run: {reason}")
-    with browser.server() as url, browser.chromium() as driver:
+    with browser.server("misreport") as url, browser.chromium() as driver:
         page = browser.Page(driver, url)
         assert page.round() is None and page.reply() == ""
         assert "Step: 0" in page.text()  # SolaraViz's own counter
-        seen = []
-        for expected in range(3):
-            assert page.step() == expected
-            seen.append(page.reply())
-            assert f"Step: {expected + 1}" in page.text()
-        # the reply panel appeared, follows the rounds, and marks the brand in round 0's reply
-        assert len(set(seen)) == 3
-        assert "<mark>ChordCraft</mark>" in seen[0]
+        replies = []
+        for presses in (1, 2, 3):
+            assert page.step() == presses * RENDER_INTERVAL - 1
+            assert f"Step: {presses * RENDER_INTERVAL}" in page.text()
+            replies.append(page.reply())
+        assert len(set(replies)) == 3 and all(replies)  # the reply panel follows the rounds
+        assert "<mark>MusicMastery</mark>" in replies[0]
         assert "Participation per advertiser" in page.text() and "Σ utility" in page.text()
         page.press("Reset")
         page.wait(lambda: page.round() is None and "Step: 0" in page.text(), "the reset")
-        assert page.step() == 0
+        assert page.step() == RENDER_INTERVAL - 1

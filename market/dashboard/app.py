@@ -26,7 +26,11 @@ from .live import Engines, LiveMarket
 from .panels import PANELS
 from .server import DEFAULT_SCENARIO
 
-PLAY_INTERVAL_MS = 1  # SolaraViz sleeps this long between rounds while playing
+# While playing, SolaraViz runs RENDER_INTERVAL rounds, renders, sleeps PLAY_INTERVAL_MS. The sleep
+# must outlast a render pass started by a click (▶/❚❚ re-render the page from another thread), or
+# Solara's renderer gives up on a state that changes during every pass.
+PLAY_INTERVAL_MS = 50
+RENDER_INTERVAL = 5  # odd: SolaraViz's slider has min 1 and step 2, so it snaps 4 to 5
 
 CSS = """
 .am-panel { padding: 4px 12px; width: 100%; }
@@ -86,4 +90,5 @@ def Page():
         ),
         name=f"admarket dashboard · {setup.base.name}",
         play_interval=PLAY_INTERVAL_MS,
+        render_interval=RENDER_INTERVAL,
     )
