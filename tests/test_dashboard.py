@@ -160,6 +160,25 @@ def test_running_totals_match_the_datacollectors_rows(free_riding):
     np.testing.assert_allclose(shares["irrelevant_entry"], by_round[False].to_numpy())
 
 
+def test_a_live_market_stops_at_its_round_cap(free_riding, monkeypatch):
+    monkeypatch.setattr("market.dashboard.live.MAX_ROUNDS", 3)
+    live = market(free_riding)
+    for _ in range(3):
+        assert live.running
+        live.step()
+    assert not live.running  # SolaraViz stops playing
+
+
+@pytest.mark.slow
+def test_the_embedded_model_is_selectable():
+    """The engine menu's hf entry builds the embedded LLM (a round on it takes minutes on a
+    loaded 2-core CPU: the market on hf is covered by the model's own slow tests)."""
+    demo = load_scenario("demo")
+    knobs = Knobs(**{**defaults(demo).__dict__, "engine": "hf"})
+    engine = Engines(cache=False).get(scenario_for(demo, knobs))
+    assert engine.info.engine == "hf" and "SmolLM2" in engine.info.model
+
+
 def test_the_token_auction_has_no_gain(free_riding):
     live = market(free_riding, mechanism="token auction", relevant=1, irrelevant=1)
     for _ in range(3):

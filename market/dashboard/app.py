@@ -37,6 +37,7 @@ CSS = """
 .am-panel h3 { margin: 4px 0 6px 0; font-size: 1.05rem; }
 .am-settings, .am-caption { color: #555; font-size: 0.8rem; margin: 0 0 6px 0; }
 .am-query { margin: 0 0 4px 0; }
+.am-stop { color: #b00020; font-weight: 600; margin: 0 0 4px 0; }
 .am-reply { border-left: 4px solid #1f77b4; background: #f6f8fa; margin: 4px 0 8px 0;
             padding: 6px 10px; white-space: pre-wrap; max-height: 9em; overflow-y: auto; }
 .am-reply mark { background: #ffe066; padding: 0 2px; border-radius: 2px; }

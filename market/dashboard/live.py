@@ -30,6 +30,10 @@ from scenarios.schema import Scenario
 
 from .controls import Knobs, scenario_for
 
+# The model keeps every round's rows (about 26 KiB a round for free_riding, M = 16): a live market
+# stops here (SolaraViz stops playing when `running` is False); long runs belong in `admarket run`.
+MAX_ROUNDS = 10_000
+
 
 @dataclass
 class Engines:
@@ -131,6 +135,7 @@ class LiveMarket(MarketModel):
         with self.lock:
             super().step()
             self._tally()
+            self.running = self.round < MAX_ROUNDS
 
     def _tally(self) -> None:
         utility = ADVERTISER_REPORTERS["utility"]

@@ -182,14 +182,19 @@ def _ReplyPanel(model: LiveMarket):
         classes=["am-panel"],
         unsafe_innerHTML=(
             f'<h3 class="am-round">Round {model.round - 1}</h3>'
-            f'<p class="am-settings">{html.escape(_settings(model))}</p>'
+            + (
+                ""
+                if model.running
+                else f'<p class="am-stop">Stopped after {model.round} rounds: press Reset.</p>'
+            )
+            + f'<p class="am-settings">{html.escape(_settings(model))}</p>'
             f'<p class="am-query"><b>Query</b> ({html.escape(model.query.topic)}): '
             f"{html.escape(model.query.text)}</p>"
             f'<blockquote class="am-reply">'
             f"{highlight(outcome.reply.text, [a.name for a in model.advertisers])}</blockquote>"
             f'<p class="am-settings">{html.escape(allocation)}; revenue {outcome.revenue:.3f}, '
             f"welfare {outcome.welfare:.3f}</p>"
-            + (table(columns) if entrants else "<p>No entrant: the reference reply is shown.</p>")
+            + (table(columns) if entrants else "<p>No advertiser entered this round.</p>")
         ),
     )
 
