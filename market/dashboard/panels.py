@@ -118,7 +118,7 @@ def _lines_chart(
         .mark_line(strokeWidth=2.5)
         .encode(y=alt.Y("mean:Q", title=y_title, scale=y))
     )
-    return alt.layer(raw, smooth).properties(width="container", height=80).to_dict()
+    return alt.layer(raw, smooth).properties(width="container", height=70).to_dict()
 
 
 def _chart(spec: dict[str, Any], header: Sequence[str], rows: Iterable[Sequence[Any]]):
