@@ -18,7 +18,6 @@ import json
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 import mesa
 import numpy as np
@@ -28,7 +27,7 @@ from market.model import ADVERTISER_REPORTERS, MarketModel
 from market.runner import EnginePool
 from scenarios.schema import Scenario
 
-from .controls import Knobs, scenario_for
+from .controls import Knobs, scenario_for, takes_cost
 
 # The model keeps every round's rows (about 26 KiB a round for free_riding, M = 16): a live market
 # stops here (SolaraViz stops playing when `running` is False); long runs belong in `admarket run`.
@@ -157,12 +156,7 @@ class LiveMarket(MarketModel):
         """Whether the mechanism defines the reward without an entrant (MOSAIC does)."""
         return self.scenario.mechanism.type == "mosaic"
 
-    def describe(self) -> dict[str, Any]:
-        """The settings in force, for the page's header."""
-        return {
-            "scenario": self.scenario.name,
-            "mechanism": self.knobs.mechanism,
-            "engine": self.scenario.engine.type,
-            "advertisers": len(self.advertisers),
-            "seed": self.root_seed,
-        }
+    @property
+    def has_entry_cost(self) -> bool:
+        """Whether some advertiser's entry policy takes an entry cost (the knob's reach)."""
+        return any(takes_cost(spec.policy.model_dump()) for spec in self.scenario.advertisers)

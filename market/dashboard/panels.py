@@ -294,7 +294,9 @@ def _settings(model: LiveMarket) -> str:
         ]
     parts += [
         f"{knobs.relevant} relevant + {knobs.irrelevant} irrelevant advertisers",
-        f"entry cost {knobs.entry_cost:g}",
+        f"entry cost {knobs.entry_cost:g}"
+        if model.has_entry_cost
+        else "policies without entry cost",
         f"engine {model.scenario.engine.type}",
         f"seed {model.root_seed}",
     ]
