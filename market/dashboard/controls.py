@@ -55,9 +55,9 @@ class Knobs:
 
 @dataclass(frozen=True)
 class Cast:
-    """The advertisers the counts pick from: the scenario's own, then catalog brands, each list
-    relevant-first; new brands take the policy, strategy and value of the scenario's first
-    advertiser of the same kind (of any kind when it has none)."""
+    """The advertisers the counts pick from, relevant and irrelevant: in each list the scenario's
+    own first, then the catalog's other brands, which take the value, policy and strategy of the
+    scenario's first advertiser of the same kind (of any kind when it has none)."""
 
     relevant: tuple[dict[str, Any], ...]
     irrelevant: tuple[dict[str, Any], ...]
@@ -65,6 +65,7 @@ class Cast:
 
 
 def cast(base: Scenario) -> Cast:
+    """Who the relevant / irrelevant counts of ``base`` pick from (see `Cast`)."""
     query_topics = {q.topic for q in base.queries}
     own = [a.model_dump(mode="json") for a in base.advertisers]
     kinds: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
