@@ -1,4 +1,4 @@
-"""`admarket`: run, sweep, report, replicate, bench, scenarios.
+"""`admarket`: run, sweep, report, replicate, bench, scenarios, dashboard.
 
 Bad input (a scenario that does not validate, an engine that will not load, a missing, damaged,
 locked or unwritable run folder, bad arguments, a full disk) prints ONE line
@@ -32,6 +32,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from market.dashboard.server import DashboardError
 from market.engines.base import EngineError
 from market.runner import (
     FLUSH_SECONDS,
@@ -126,6 +127,15 @@ def _parser() -> argparse.ArgumentParser:
         "bench", help="benchmarks: bench engine|market [ARGS]", add_help=False
     )
     bench.add_argument("target", choices=("engine", "market"))
+
+    dashboard = commands.add_parser("dashboard", help="watch a market live in the browser")
+    dashboard.add_argument(
+        "scenario", nargs="?", help="built-in name or YAML (default free_riding)"
+    )
+    dashboard.add_argument("--port", type=int, default=8521, help="port to serve on (default 8521)")
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
     return parser
 
 
@@ -373,8 +383,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, args.seeds, console)
         if args.command == "scenarios":
             return _scenarios(console)
+        if args.command == "dashboard":
+            from market.dashboard.server import run_dashboard
+
+            return run_dashboard(args.scenario, args.host, args.port)
         return _report(args, console)
-    except (UsageError, ScenarioError, EngineError, RunError) as err:
+    except (UsageError, ScenarioError, EngineError, RunError, DashboardError) as err:
         print(f"admarket: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except Terminated:
