@@ -20,8 +20,10 @@ from market.dashboard.app import RENDER_INTERVAL
 from market.dashboard.controls import Knobs, cast, defaults, overrides, scenario_for, takes_cost
 from market.dashboard.live import Engines, LiveMarket
 from market.dashboard.panels import highlight, table
+from market.engines.pool import EnginePool
 from market.model import ROUND_REPORTERS
-from market.runner import TIMING_COLUMNS, EnginePool, build_models
+from market.runner import TIMING_COLUMNS
+from market.studies.market import MarketStudy
 from scenarios.loader import ScenarioError, load_scenario
 
 ENGINES = Engines(cache=False)
@@ -60,7 +62,9 @@ def test_default_knobs_read_the_scenario(free_riding):
 def test_default_knobs_run_the_clis_market_row_for_row(free_riding):
     """The dashboard's market is the CLI's MarketModel: same scenario and seed, same rounds."""
     live = market(free_riding)
-    cli = build_models(free_riding, EnginePool(free_riding.catalog(), cache=False), 0)["offset"]()
+    cli = MarketStudy(free_riding).model(
+        "offset", 0, EnginePool(free_riding.catalog(), cache=False)
+    )
     for _ in range(15):
         live.step()
         cli.step()

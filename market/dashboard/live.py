@@ -14,7 +14,6 @@ App. C.4). With the offset it is ≥ 0 (Jensen; DESIGN.md, "Utility gain, not ut
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ import mesa
 import numpy as np
 
 from market.engines.base import Engine
+from market.engines.pool import EnginePool
 from market.model import ADVERTISER_REPORTERS, MarketModel
-from market.runner import EnginePool
 from scenarios.schema import Scenario
 
 from .controls import Knobs, scenario_for, takes_cost
@@ -43,19 +42,14 @@ class Engines:
     """
 
     cache: bool = True
-    _pools: dict[str, EnginePool] = field(default_factory=dict)
+    _pool: EnginePool | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, scenario: Scenario) -> Engine:
-        catalog = scenario.catalog()
-        key = ""
-        if scenario.engine.type in EnginePool.UNCACHED:
-            key = json.dumps(
-                [sorted(catalog.brand_topics.items()), sorted(catalog.query_topics.items())]
-            )
         with self._lock:
-            pool = self._pools.setdefault(key, EnginePool(catalog, cache=self.cache))
-            return pool.get(scenario.engine)
+            if self._pool is None:
+                self._pool = EnginePool(cache=self.cache)
+            return self._pool.get(scenario.engine, catalog=scenario.catalog())
 
 
 def relevant_entry(model: LiveMarket) -> float:
