@@ -34,6 +34,7 @@ __all__ = [
     "expand_variants",
     "list_scenarios",
     "load_scenario",
+    "read_scenario_data",
     "scenario_from_dict",
 ]
 
@@ -57,12 +58,16 @@ def list_scenarios() -> list[tuple[str, str]]:
     return listing
 
 
-def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+def load_scenario(name_or_path: str | Path, overrides: Sequence[str | Override] = ()) -> Scenario:
     """Load a built-in scenario by name ("demo") or a YAML file, with ``dotted.path=value``
-    overrides (values parsed as YAML). Raises ScenarioError on any problem."""
+    overrides (values parsed as YAML; an ``Override`` carries an already-parsed value). Raises
+    ScenarioError on any problem."""
     origin, path = _locate(str(name_or_path))
     parsed: list[Override] = []
     for text in overrides:
+        if isinstance(text, Override):
+            parsed.append(text)
+            continue
         try:
             parsed.append(parse_override(text))
         except FieldError as err:
@@ -70,6 +75,13 @@ def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Sc
                 f"--set {text}", err.path or "override", err.problem, err.fix
             ) from err
     return scenario_from_dict(_read_yaml(path, origin), origin, parsed)
+
+
+def read_scenario_data(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
+    """(origin shown in messages, raw data) of a built-in name or a YAML file, not yet validated:
+    `scenario_from_dict` validates it, so one file read serves many overrides (a sweep's grid)."""
+    origin, path = _locate(str(name_or_path))
+    return origin, _read_yaml(path, origin)
 
 
 def scenario_from_dict(
