@@ -58,16 +58,12 @@ def list_scenarios() -> list[tuple[str, str]]:
     return listing
 
 
-def load_scenario(name_or_path: str | Path, overrides: Sequence[str | Override] = ()) -> Scenario:
+def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     """Load a built-in scenario by name ("demo") or a YAML file, with ``dotted.path=value``
-    overrides (values parsed as YAML; an ``Override`` carries an already-parsed value). Raises
-    ScenarioError on any problem."""
+    overrides (values parsed as YAML). Raises ScenarioError on any problem."""
     origin, path = _locate(str(name_or_path))
     parsed: list[Override] = []
     for text in overrides:
-        if isinstance(text, Override):
-            parsed.append(text)
-            continue
         try:
             parsed.append(parse_override(text))
         except FieldError as err:

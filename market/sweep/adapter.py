@@ -33,6 +33,7 @@ __all__ = [
     "RunInterrupted",
     "check_job",
     "job_finished",
+    "job_started",
     "new_engines",
     "read_job_table",
     "run_job",
@@ -65,6 +66,11 @@ def run_job(
         run = RunFolder.create(folder, scenario, [int(seed)])
     execute(run, engines, on_round=on_round, flush_seconds=flush_seconds)
     return True
+
+
+def job_started(folder: Path) -> bool:
+    """Whether a run folder exists there (it has a ``meta.json``)."""
+    return (Path(folder) / _META).is_file()
 
 
 def job_finished(folder: Path) -> bool:

@@ -19,7 +19,7 @@ every key and value with the same messages as ``--set``; every problem becomes o
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,10 @@ RESERVED_KEYS = {"seed": "the seeds are --seed (root) and --seeds N; drop seed f
 
 
 def format_value(value: Any) -> str:
-    """A grid value as YAML flow text, the form ``--set`` and ``--grid`` read back."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6, allow_unicode=True)
-    return text.strip().removesuffix("...").strip()
+    """A grid value as YAML text that ``--set`` and, inside a flow list, ``--grid`` read back
+    as the same value (dumped as the item of a flow list, so it is quoted where a list needs)."""
+    text = yaml.safe_dump([value], default_flow_style=True, width=10**6, allow_unicode=True)
+    return text.strip()[1:-1]
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,18 @@ class Grid:
             for index, values in enumerate(product)
         )
 
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], source: str = "grid") -> Grid:
+        """A grid from ``{KEY: [values]}`` (a non-list value is one value), e.g. in Python."""
+        if not mapping:
+            raise SweepError(f"{source}: the grid is empty — give {{KEY: [values]}}")
+        return cls(
+            tuple(
+                _checked_axis(str(key), list(v) if isinstance(v, list | tuple) else [v], source)
+                for key, v in mapping.items()
+            )
+        )
+
     def to_json(self) -> list[dict[str, Any]]:
         """The grid for ``sweep.json``: each value as the YAML text `parse_grid_flag` reads."""
         return [{"key": a.key, "values": [format_value(v) for v in a.values]} for a in self.axes]
@@ -115,7 +128,7 @@ class Grid:
             )
         )
 
-    def validate(self, scenario: str | Path, overrides: Sequence[str | Override] = ()) -> list:
+    def validate(self, scenario: str | Path, overrides: Sequence[str] = ()) -> list:
         """The resolved scenario of every cell, after the schema has accepted every value and
         every cell; otherwise a `SweepError` with one line per bad key, value or cell. A bad
         ``overrides`` (``--set``) raises the loader's own `ScenarioError`."""
@@ -139,9 +152,9 @@ class Grid:
 class _Base:
     """The scenario's raw data, read once, and its ``--set`` overrides (already validated)."""
 
-    def __init__(self, origin: str, data: dict, overrides: Sequence[str | Override]) -> None:
+    def __init__(self, origin: str, data: dict, overrides: Sequence[str]) -> None:
         self.origin, self.data = origin, data
-        self.overrides = [o if isinstance(o, Override) else parse_override(o) for o in overrides]
+        self.overrides = [parse_override(text) for text in overrides]
 
     def load(self, extra: Sequence[Override]) -> Scenario:
         return scenario_from_dict(self.data, self.origin, [*self.overrides, *extra])
@@ -231,8 +244,10 @@ def _checked_axis(key: str, values: list[Any], source: str) -> Axis:
     return axis
 
 
-def _problem(err: ScenarioError) -> str:
-    return f"{err.path}: {err.problem} — {err.fix}"
+def _problem(err: ScenarioError, key: str = "") -> str:
+    """The loader's message without its origin; the field is left out when it is the key."""
+    where = "" if err.path == key else f"{err.path}: "
+    return f"{where}{err.problem} — {err.fix}"
 
 
 def _axis_problems(axis: Axis, base: _Base) -> list[str]:
@@ -245,11 +260,11 @@ def _axis_problems(axis: Axis, base: _Base) -> list[str]:
             problems[format_value(value)] = err
     if not problems:
         return []
-    distinct = {_problem(err) for err in problems.values()}
+    distinct = {_problem(err, axis.key) for err in problems.values()}
     if len(problems) == len(axis.values) and len(distinct) == 1:
         return [f"{axis.where()}: {distinct.pop()}"]
     return [
-        f"{axis.where(value)}: {_problem(problems[format_value(value)])}"
+        f"{axis.where(value)}: {_problem(problems[format_value(value)], axis.key)}"
         for value in axis.values
         if format_value(value) in problems
     ]
