@@ -292,37 +292,33 @@ def _grid_sweep(args: argparse.Namespace, console: Console) -> int:
     )
     common = {"backend": backend, "cache": not args.no_cache, "flush_seconds": args.flush_seconds}
     try:
-        if args.resume is not None:
+        if args.resume is not None:  # check everything before the progress bar shows
             _no_new_settings(args)
-            folder = sweep.SweepFolder.open(args.resume)
-            total, name = int(folder.manifest["jobs"]), str(folder.manifest["scenario"])
-            with progress:
-                task = progress.add_task(f"{name} sweep", total=total)
-                on_job = lambda outcome: progress.advance(task)  # noqa: E731
-                result = sweep.resume_sweep(args.resume, on_job=on_job, **common)
+            manifest = sweep.SweepFolder.open(args.resume).manifest
+            name, total = str(manifest["scenario"]), int(manifest["jobs"])
         else:
             overrides = _overrides(args)
-            scenario = load_scenario(args.scenario, overrides)
+            name = load_scenario(args.scenario, overrides).name
             grid = sweep.build_grid(args.grid, args.grid_file)
-            out = args.out or default_run_dir(f"{scenario.name}-sweep")
-            total = len(grid.cells()) * args.seeds
-            with progress:
-                task = progress.add_task(f"{scenario.name} sweep", total=total, start=False)
-
-                def on_job(outcome) -> None:
-                    progress.start_task(task)
-                    progress.advance(task)
-
-                result = sweep.start_sweep(
-                    args.scenario,
-                    grid,
-                    seeds=args.seeds,
-                    out=out,
-                    overrides=overrides,
-                    on_job=on_job,
-                    **common,
-                )
+            plan = sweep.plan_sweep(
+                args.scenario,
+                grid,
+                seeds=args.seeds,
+                out=args.out or default_run_dir(f"{name}-sweep"),
+                overrides=overrides,
+                cache=not args.no_cache,
+            )
+            total = plan.jobs
+        backend.start()
+        with progress:
+            task = progress.add_task(f"{name} sweep", total=total)
+            on_job = lambda outcome: progress.advance(task)  # noqa: E731
+            if args.resume is not None:
+                result = sweep.resume_sweep(args.resume, on_job=on_job, **common)
+            else:
+                result = sweep.launch_sweep(plan, on_job=on_job, **common)
     except sweep.SweepInterrupted as stop:
+        progress.stop()
         errors.print(
             f"admarket: interrupted; {stop.finished} of {stop.total} jobs finished in "
             f"{stop.path}. Resume with: admarket sweep --resume {stop.path}",
@@ -330,6 +326,8 @@ def _grid_sweep(args: argparse.Namespace, console: Console) -> int:
             soft_wrap=True,
         )
         return EXIT_INTERRUPTED
+    finally:
+        backend.close()
     console.print(
         f"sweep folder: {result.path} ({result.computed} jobs run, {result.skipped} already "
         "finished)",

@@ -13,7 +13,15 @@ resume, stop). The command line is ``admarket sweep``; notebooks use `market.api
 """
 
 from market.sweep.backends import BACKENDS, default_workers, make_backend
-from market.sweep.driver import SweepInterrupted, SweepResult, resume_sweep, start_sweep
+from market.sweep.driver import (
+    SweepInterrupted,
+    SweepPlan,
+    SweepResult,
+    launch_sweep,
+    plan_sweep,
+    resume_sweep,
+    start_sweep,
+)
 from market.sweep.errors import JobFailed, SweepError
 from market.sweep.folder import (
     CELLS_FILE,
@@ -41,13 +49,16 @@ __all__ = [
     "SweepError",
     "SweepFolder",
     "SweepInterrupted",
+    "SweepPlan",
     "SweepResult",
     "build_grid",
     "default_workers",
     "is_sweep_folder",
     "job_seed",
+    "launch_sweep",
     "make_backend",
     "parse_grid_flag",
+    "plan_sweep",
     "read_grid_file",
     "resume_sweep",
     "start_sweep",

@@ -130,7 +130,7 @@ class RayBackend:
             import ray
         except ImportError as err:
             raise SweepError(f"--backend ray: ray is not installed — {RAY_HINT}") from err
-        if ray.is_initialized():
+        if ray.is_initialized():  # connected already: by the caller, or by an earlier start
             return
         if self.address not in (None, "auto", "local"):
             _probe(self.address)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -46,6 +47,77 @@ class SweepResult:
     skipped: int
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """A validated sweep, not yet written: the base scenario, each cell's resolved scenario."""
+
+    scenario: str
+    grid: Grid
+    seeds: int
+    out: Path
+    overrides: tuple[str, ...]
+    base: Any
+    resolved: tuple[Any, ...]
+
+    @property
+    def jobs(self) -> int:
+        return len(self.resolved) * self.seeds
+
+
+def plan_sweep(
+    scenario: str | Path,
+    grid: Grid,
+    *,
+    seeds: int,
+    out: Path,
+    overrides: Sequence[str] = (),
+    cache: bool = True,
+) -> SweepPlan:
+    """Check everything a sweep needs before it writes anything: ``seeds``, the scenario with
+    its ``--set`` ``overrides``, every grid key, value and cell, the output folder, and every
+    cell's engines and models (built once here; real LLMs load in this process)."""
+    if isinstance(seeds, bool) or int(seeds) < 1:
+        raise SweepError(f"--seeds {seeds}: must be at least 1 — e.g. --seeds 5")
+    out = Path(out)
+    base = load_scenario(scenario, overrides)
+    resolved = grid.validate(scenario, overrides)
+    check_new_folder(out)
+    for cell, cell_scenario in zip(grid.cells(), resolved, strict=True):
+        try:
+            check_job(cell_scenario, engines_for(cell_scenario, cache=cache), base.seed)
+        except (RunError, EngineError) as err:
+            raise SweepError(f"--grid cell {cell.label}: {' '.join(str(err).split())}") from err
+    return SweepPlan(str(scenario), grid, int(seeds), out, tuple(overrides), base, tuple(resolved))
+
+
+def launch_sweep(
+    plan: SweepPlan,
+    *,
+    backend=None,
+    cache: bool = True,
+    flush_seconds: float = FLUSH_SECONDS,
+    on_job: Callable[[Outcome], None] = lambda outcome: None,
+) -> SweepResult:
+    """Connect the backend, write the plan into its folder, run every job."""
+    backend = backend or SerialBackend()
+    if not isinstance(backend, SerialBackend):
+        release_engines()  # the workers build their own
+    try:
+        backend.start()
+        folder = SweepFolder.create(
+            plan.out,
+            base=plan.base,
+            origin=getattr(plan.base, "source", plan.scenario),
+            overrides=plan.overrides,
+            grid=plan.grid,
+            resolved=plan.resolved,
+            seeds=plan.seeds,
+        )
+        return _execute(folder, backend, cache, flush_seconds, on_job)
+    finally:
+        backend.close()
+
+
 def start_sweep(
     scenario: str | Path,
     grid: Grid,
@@ -58,36 +130,12 @@ def start_sweep(
     flush_seconds: float = FLUSH_SECONDS,
     on_job: Callable[[Outcome], None] = lambda outcome: None,
 ) -> SweepResult:
-    """Run every cell × seed of ``grid`` on ``scenario`` (with ``--set`` ``overrides``) into
-    ``out``; ``seeds`` replicates per cell with seeds root, root + 1, ... (`job_seed`)."""
-    if isinstance(seeds, bool) or int(seeds) < 1:
-        raise SweepError(f"--seeds {seeds}: must be at least 1 — e.g. --seeds 5")
-    backend = backend or SerialBackend()
-    out = Path(out)
-    base = load_scenario(scenario, overrides)
-    resolved = grid.validate(scenario, overrides)
-    check_new_folder(out)
-    for cell, cell_scenario in zip(grid.cells(), resolved, strict=True):
-        try:
-            check_job(cell_scenario, engines_for(cell_scenario, cache=cache), base.seed)
-        except (RunError, EngineError) as err:
-            raise SweepError(f"--grid cell {cell.label}: {' '.join(str(err).split())}") from err
-    if not isinstance(backend, SerialBackend):
-        release_engines()  # the workers build their own
-    backend.start()
-    try:
-        folder = SweepFolder.create(
-            out,
-            base=base,
-            origin=getattr(base, "source", str(scenario)),
-            overrides=overrides,
-            grid=grid,
-            resolved=resolved,
-            seeds=int(seeds),
-        )
-        return _execute(folder, backend, cache, flush_seconds, on_job)
-    finally:
-        backend.close()
+    """`plan_sweep`, then `launch_sweep`: every cell × seed of ``grid`` on ``scenario`` into
+    ``out``, ``seeds`` replicates per cell with seeds root, root + 1, ... (`folder.job_seed`)."""
+    plan = plan_sweep(scenario, grid, seeds=seeds, out=out, overrides=overrides, cache=cache)
+    return launch_sweep(
+        plan, backend=backend, cache=cache, flush_seconds=flush_seconds, on_job=on_job
+    )
 
 
 def resume_sweep(
@@ -171,4 +219,12 @@ def _failure(folder: SweepFolder, failed: Outcome | None) -> dict | None:
     }
 
 
-__all__ = ["SweepInterrupted", "SweepResult", "resume_sweep", "start_sweep"]
+__all__ = [
+    "SweepInterrupted",
+    "SweepPlan",
+    "SweepResult",
+    "launch_sweep",
+    "plan_sweep",
+    "resume_sweep",
+    "start_sweep",
+]
