@@ -54,8 +54,9 @@ class SerialBackend:
 
 
 class PoolBackend:
-    """K worker processes (forkserver on Linux, spawn elsewhere; never fork, which would copy
-    the parent's engines and threads). Each worker keeps its engines between jobs."""
+    """K worker processes, started with spawn (not fork, which would copy the parent's engines
+    and threads; not forkserver, whose server outlives a killed parent). Each worker keeps its
+    engines between jobs, and stops after its current round when the parent is gone."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -68,10 +69,7 @@ class PoolBackend:
         """The pool shuts down at the end of `run`."""
 
     def run(self, tasks: Sequence[Task], on_outcome: OnOutcome) -> None:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if context.get_start_method() == "forkserver":
-            context.set_forkserver_preload(["market.sweep.worker"])
+        context = multiprocessing.get_context("spawn")
         stop = context.Event()
         env = tasks[0].env if tasks else {}
         with ProcessPoolExecutor(

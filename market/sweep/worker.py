@@ -15,6 +15,8 @@ import hashlib
 import json
 import os
 import signal
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ _ENGINES: dict[tuple[str, bool, str], EnginePool] = {}
 _CELLS: dict[str, Any] = {}  # a cell file's content digest -> its resolved scenario
 _STOP: Any = None  # a multiprocessing Event in pool workers: set by the parent to stop the sweep
 _PARENT: int | None = None
+_RUNNING = threading.Event()  # set while this process runs a job
 
 
 @dataclass(frozen=True)
@@ -94,21 +97,35 @@ def release_engines() -> None:
 
 def init_pool_worker(stop: Any, env: Mapping[str, str]) -> None:
     """Process-pool initializer: Ctrl-C goes to the parent, which stops the workers through
-    ``stop``; a worker also stops when its parent is gone."""
+    ``stop``. When the parent is gone (killed), a running job stops after its round, flushed,
+    and an idle worker exits (`_watch_parent`): nothing keeps running or waiting unowned."""
     global _STOP, _PARENT
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _STOP, _PARENT = stop, os.getppid()
     os.environ.update(env)
+    threading.Thread(target=_watch_parent, name="watch-parent", daemon=True).start()
+
+
+def _orphaned() -> bool:
+    return _PARENT is not None and os.getppid() != _PARENT
+
+
+def _watch_parent(period: float = 0.5) -> None:
+    while True:
+        time.sleep(period)
+        if _orphaned() and not _RUNNING.is_set():
+            os._exit(0)
 
 
 def _check_stop() -> None:
     """Called after every round: stopping is the runner's Ctrl-C path (flush, then resumable)."""
-    if _STOP is not None and (_STOP.is_set() or os.getppid() != _PARENT):
+    if _STOP is not None and (_STOP.is_set() or _orphaned()):
         raise KeyboardInterrupt
 
 
 def run_task(task: Task) -> Outcome:
     """Run (or resume, or skip when finished) one job, then read its metrics."""
+    _RUNNING.set()
     try:
         os.environ.update(task.env)
         scenario = cell_scenario(task.cell_file).model_copy(update={"seed": task.job.seed})
@@ -126,3 +143,5 @@ def run_task(task: Task) -> Outcome:
     except Exception as error:  # reported by the parent with the job's cell and seed
         text = " ".join(str(error).split()) or "(no message)"
         return Outcome(task.job, error=f"{type(error).__name__}: {text}")
+    finally:
+        _RUNNING.clear()

@@ -1,0 +1,113 @@
+"""A real sweep process killed mid-way (SIGKILL to it and its workers), then resumed: finished jobs
+are skipped untouched, cut-short jobs continue from their flushed rounds, and every job's rows
+equal an uninterrupted sweep's, with no round duplicated."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from market.runner import comparable, read_table
+from market.sweep import build_grid, make_backend, resume_sweep, start_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+ROUNDS = 60
+SET = ["engine.type=synthetic", f"rounds={ROUNDS}"]
+GRID = ["mechanism.kwargs.tau=0.5,1"]
+TABLES = ("rounds", "advertisers", "auctions")
+
+
+def _metas(out: Path) -> dict[str, dict]:
+    metas = {}
+    for path in sorted((out / "runs").glob("*/meta.json")) if (out / "runs").is_dir() else []:
+        try:
+            metas[path.parent.name] = json.loads(path.read_text())
+        except (ValueError, OSError):  # being replaced right now
+            continue
+    return metas
+
+
+def _done(meta: dict) -> list[int]:
+    return [n for per_seed in meta["completed"].values() for n in per_seed.values()]
+
+
+def _kill_mid_way(out: Path) -> None:
+    """Start the sweep in its own session; SIGKILL the whole group once one job has finished and
+    another has flushed some but not all of its rounds."""
+    command = [
+        sys.executable, "-m", "market.cli", "sweep", "free_riding",
+        *(arg for s in SET for arg in ("--set", s)), *(arg for g in GRID for arg in ("--grid", g)),
+        "--seeds", "2", "--workers", "2", "--flush-seconds", "0.05", "--no-report",
+        "--out", str(out),
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            metas = _metas(out)
+            finished = [j for j, m in metas.items() if min(_done(m)) >= ROUNDS]
+            partial = [j for j, m in metas.items() if 0 < sum(_done(m)) and min(_done(m)) < ROUNDS]
+            if finished and partial:
+                return
+            assert process.poll() is None, "the sweep ended before it could be killed mid-way"
+            time.sleep(0.05)
+        raise AssertionError("no job finished within 300 s")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_a_killed_sweep_resumes_without_computing_anything_twice(tmp_path):
+    out = tmp_path / "killed"
+    _kill_mid_way(out)
+    before = _metas(out)
+    finished = {j for j, m in before.items() if min(_done(m)) >= ROUNDS}
+    frozen = {j: (out / "runs" / j / "meta.json").read_bytes() for j in finished}
+    committed = {
+        (j, table, part.name): part.read_bytes()
+        for j, meta in before.items()
+        for table in TABLES
+        for part in sorted((out / "runs" / j / table).glob("part-*.parquet"))[: meta["parts"]]
+    }
+    assert finished and len(finished) < 4
+
+    result = resume_sweep(out, backend=make_backend("process", 2))
+    assert result.skipped == len(finished) and result.computed == 4 - len(finished)
+    for job in finished:  # skipped: not even its meta.json was rewritten
+        assert (out / "runs" / job / "meta.json").read_bytes() == frozen[job]
+    for (job, table, name), data in committed.items():  # resumed after, never redone
+        assert (out / "runs" / job / table / name).read_bytes() == data
+
+    reference = start_sweep(
+        "free_riding", build_grid(GRID), seeds=2, out=tmp_path / "reference", overrides=SET
+    )
+    pd.testing.assert_frame_equal(result.summary, reference.summary)
+    for job in result.summary["job"].unique():
+        for table in TABLES:
+            resumed = read_table(out / "runs" / job, table)
+            keys = [
+                c for c in ("variant", "seed", "round", "advertiser", "candidate") if c in resumed
+            ]
+            assert not resumed.duplicated(keys).any(), (job, table)
+            pd.testing.assert_frame_equal(
+                comparable(resumed), comparable(read_table(reference.path / "runs" / job, table))
+            )
+    assert json.loads((out / "sweep.json").read_text())["status"] == "finished"
