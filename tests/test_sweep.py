@@ -257,3 +257,10 @@ def test_a_seed_sweep_without_a_grid_still_fills_one_run_folder(tmp_path, capsys
     assert json.loads((out / "meta.json").read_text())["seeds"] == [4, 5]
     assert main(["sweep", "--resume", str(out), "--rounds", "4", "--no-report"]) == 0
     assert read_table(out, "rounds")["round"].max() == 3
+
+
+def test_bench_sweep_compares_two_workers_with_one(capsys):
+    code = main(["bench", "sweep", "--rounds", "3", "--seeds", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "2 workers vs 1:" in out and "identical rows: yes" in out
