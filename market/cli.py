@@ -248,6 +248,11 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     gridded = bool(args.grid or args.grid_file)
     if args.resume is not None and is_sweep_folder(args.resume):
         return _grid_sweep(args, console)
+    if args.resume is not None and gridded:
+        raise UsageError(
+            f"--resume {args.resume} is not a sweep folder (no sweep.json): drop --grid and "
+            "--grid-file to continue a run folder, or pass the --out DIR of a grid sweep"
+        )
     if args.resume is not None or not gridded:
         flags = [
             flag

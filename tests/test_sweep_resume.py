@@ -38,9 +38,8 @@ def _done(meta: dict) -> list[int]:
     return [n for per_seed in meta["completed"].values() for n in per_seed.values()]
 
 
-def _kill_mid_way(out: Path) -> None:
-    """Start the sweep in its own session; SIGKILL the whole group once one job has finished and
-    another has flushed some but not all of its rounds."""
+def _start(out: Path) -> subprocess.Popen:
+    """The sweep in a process of its own session (its workers join its process group)."""
     command = [
         sys.executable, "-m", "market.cli", "sweep", "free_riding",
         *(arg for s in SET for arg in ("--set", s)), *(arg for g in GRID for arg in ("--grid", g)),
@@ -51,14 +50,21 @@ def _kill_mid_way(out: Path) -> None:
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    process = subprocess.Popen(
+    return subprocess.Popen(
         command,
         cwd=ROOT,
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+
+
+def _kill_mid_way(out: Path) -> None:
+    """SIGKILL the sweep and its workers once one job has finished and another has flushed some
+    but not all of its rounds."""
+    process = _start(out)
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
@@ -111,3 +117,25 @@ def test_a_killed_sweep_resumes_without_computing_anything_twice(tmp_path):
                 comparable(resumed), comparable(read_table(reference.path / "runs" / job, table))
             )
     assert json.loads((out / "sweep.json").read_text())["status"] == "finished"
+
+
+def test_ctrl_c_stops_every_worker_after_its_round_and_the_sweep_resumes(tmp_path):
+    out = tmp_path / "stopped"
+    process = _start(out)
+    deadline = time.monotonic() + 300
+    while not any(sum(_done(m)) for m in _metas(out).values()):
+        assert process.poll() is None and time.monotonic() < deadline, "no round was flushed"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    (line,) = [line for line in err.splitlines() if line.startswith("admarket:")]
+    assert f"Resume with: admarket sweep --resume {out}" in line
+    assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
+    statuses = {m["status"] for m in _metas(out).values()}
+    assert statuses <= {"interrupted", "finished"} and "interrupted" in statuses
+    result = resume_sweep(out, backend=make_backend("process", 2))
+    assert len(result.summary) == 4 * 2
+    for job in result.summary["job"].unique():
+        rounds = read_table(out / "runs" / job, "rounds")
+        assert sorted(rounds.groupby("variant")["round"].count()) == [ROUNDS, ROUNDS]

@@ -125,6 +125,8 @@ def _check_stop() -> None:
 
 def run_task(task: Task) -> Outcome:
     """Run (or resume, or skip when finished) one job, then read its metrics."""
+    if _STOP is not None and _STOP.is_set():  # queued before the sweep stopped: do not start
+        return Outcome(task.job, interrupted=True)
     _RUNNING.set()
     try:
         os.environ.update(task.env)
