@@ -284,7 +284,7 @@ def _reject_identical_cells(cells: Sequence[Cell], resolved: Sequence[Scenario])
             ]
             raise SweepError(
                 f"--grid {', '.join(keys)}: cells {first.label} and {cell.label} run the same "
-                "market (the scenario's variants or another key override it) — drop the key "
-                "from the grid or from the variants"
+                "market — drop the repeated value, or the key if the scenario's variants set it "
+                "(it has no effect)"
             )
         seen[fingerprint] = cell
