@@ -131,7 +131,7 @@ def test_cli_sweep_writes_the_report_and_report_rebuilds_it(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["sweep", "free_riding", "--set", "engine.type=synthetic", "--rounds", "6"]
     grid = ["--grid", "mechanism.kwargs.tau=0.5,1,2"]
-    assert main([*args, *grid, "--seeds", "2", "--workers", "2", "--out", str(out)]) == 0
+    assert main([*args, *grid, "--seeds", "2", "--workers", "1", "--out", str(out)]) == 0
     assert "sweep folder" in capsys.readouterr().out
     html = (out / "sweep.html").read_text()
     assert "figures/sweep_lines.png" in html and "mechanism.kwargs.tau" in html
