@@ -49,7 +49,7 @@ class SerialBackend:
     def run(self, tasks: Sequence[Task], on_outcome: OnOutcome) -> None:
         for task in tasks:
             outcome = run_task(task)
-            if not on_outcome(outcome) or outcome.interrupted:
+            if not on_outcome(outcome):
                 return
 
 

@@ -181,13 +181,18 @@ def _execute(folder, backend, cache: bool, flush_seconds: float, on_job) -> Swee
         return True
 
     folder.commit("running", backend=backend.label, failed=None)
+    crashed = False
     try:
         backend.run(tasks, on_outcome)
     except KeyboardInterrupt:
         interrupted = True
-    finally:
+    except BaseException:
+        crashed = True
+        raise
+    finally:  # whatever stopped the sweep, the finished jobs are summarized
         summary = folder.write_summary(rows)
-        status = "failed" if failed else "interrupted" if interrupted else "finished"
+        complete = len(rows) == len(tasks)
+        status = "failed" if failed or crashed else "finished" if complete else "interrupted"
         folder.commit(status, finished_jobs=len(rows), failed=_failure(folder, failed))
     if failed is not None:
         raise JobFailed(
