@@ -1,4 +1,4 @@
-"""`admarket`: run, sweep, report, replicate, bench, scenarios, dashboard.
+"""`admarket`: run, sweep, report, replicate, study, bench, scenarios, dashboard.
 
 Bad input (a scenario that does not validate, an engine that will not load, a missing, damaged,
 locked or unwritable run folder, bad arguments, a full disk) prints ONE line
@@ -156,6 +156,10 @@ def _parser() -> argparse.ArgumentParser:
         "bench", help="benchmarks: bench engine|market|sweep [ARGS]", add_help=False
     )
     bench.add_argument("target", choices=("engine", "market", "sweep"))
+    study = commands.add_parser(
+        "study", help="built-in studies: study token_vs_mosaic [ARGS]", add_help=False
+    )
+    study.add_argument("target", choices=("token_vs_mosaic",))
 
     dashboard = commands.add_parser("dashboard", help="watch a market live in the browser")
     dashboard.add_argument(
@@ -532,6 +536,10 @@ def _delegate(args: argparse.Namespace, forwarded: list[str]) -> int:
         from market import replicate
 
         return int(replicate.main(forwarded) or 0)
+    if args.command == "study":
+        from market import token_vs_mosaic_cli
+
+        return int(token_vs_mosaic_cli.main(forwarded) or 0)
     if args.target == "engine":
         from benchmarks import engine
 
@@ -550,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         args, forwarded = _parser().parse_known_args(argv)
-        if args.command in ("replicate", "bench"):
+        if args.command in ("replicate", "bench", "study"):
             return _delegate(args, forwarded)
         if forwarded:
             raise UsageError(f"unrecognized arguments: {' '.join(forwarded)}")
