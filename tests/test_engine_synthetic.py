@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from market.engines.base import Candidate, Catalog, Engine, EngineError, SamplingParams
@@ -214,6 +214,7 @@ def test_score_is_the_product_of_next_token_probabilities(ids):
     temperature=st.floats(0.2, 3.0),
     top_p=st.floats(0.05, 1.0),
 )
+@example(logits=[0.0, 0.0, 0.0, 1.0, 1.7e-16], temperature=1.0, top_p=0.5)
 def test_sampler_keeps_the_smallest_top_p_set_and_renormalises(logits, temperature, top_p):
     row = np.asarray(logits) - np.logaddexp.reduce(logits)
     sampled = np.exp(sampler_logprobs(row, temperature, top_p))
@@ -221,7 +222,8 @@ def test_sampler_keeps_the_smallest_top_p_set_and_renormalises(logits, temperatu
     tempered = np.exp(row / temperature) / np.exp(row / temperature).sum()
     kept = sampled > 0
     np.testing.assert_allclose(sampled[kept], tempered[kept] / tempered[kept].sum(), rtol=1e-9)
-    assert tempered[kept].min() >= tempered[~kept].max(initial=0.0)
+    # the kept set holds the most likely tokens; a tie within float rounding may go either way
+    assert tempered[kept].min() >= tempered[~kept].max(initial=0.0) * (1 - 1e-9)
     if top_p < 1.0:
         assert tempered[kept].sum() >= top_p - 1e-12
         assert tempered[kept].sum() - tempered[kept].min() < top_p + 1e-12
