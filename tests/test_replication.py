@@ -172,3 +172,9 @@ def test_default_grid_and_bad_arguments(capsys):
     assert "--queries" in capsys.readouterr().err
     assert main(["--seeds", "0"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_a_study_too_small_for_a_fit_still_prints_its_claims(tmp_path, capsys):
+    """Claims that cannot be checked (Pearson r of 2 points) print as n/a, not a crash."""
+    assert main(["--queries", "1", "--seeds", "1", "--m", "1", "2", "--out", str(tmp_path)]) == 0
+    assert "n/a" in capsys.readouterr().out
