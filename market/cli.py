@@ -493,8 +493,10 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
 def _check_readable(run_dir: Path) -> None:
     """A run folder's meta.json, scenario.yaml and data files are what its run wrote."""
-    if not (run_dir / "meta.json").exists():
-        return  # a folder written by hand: the report checks its columns
+    from market.lock import holder
+
+    if not (run_dir / "meta.json").exists() or holder(run_dir) is not None:
+        return  # written by hand (the report checks its columns), or a run is writing it now
     from market.integrity import check_files, read_meta
     from market.runfolder import check_scenario
     from market.studies import STUDY_TABLES

@@ -36,7 +36,7 @@ from market.runfolder import (
 if TYPE_CHECKING:
     from market.runfolder import RunFolder
 
-ROW_GROUP_ROWS = 65_536
+ROW_GROUP_ROWS = 8_192
 _CHUNK = 1 << 20
 
 
@@ -355,25 +355,24 @@ def compact(folder: RunFolder) -> None:
 
 
 def _merge(files: list[Path], target: Path, schema: pa.Schema) -> int:
-    """Stream ``files`` into one parquet file (row groups of up to `ROW_GROUP_ROWS` rows)."""
-    rows, batches, buffered = 0, [], 0
+    """Stream ``files`` into one parquet file, `ROW_GROUP_ROWS` rows at a time, so that the
+    memory compaction needs does not grow with the run."""
+    rows = 0
     try:
         with pq.ParquetWriter(target, schema) as writer:
             for path in files:
-                for batch in pq.ParquetFile(path).iter_batches():
-                    batches.append(batch)
-                    buffered += batch.num_rows
-                    if buffered >= ROW_GROUP_ROWS:
-                        writer.write_table(pa.Table.from_batches(batches, schema=schema))
-                        rows, batches, buffered = rows + buffered, [], 0
-            if batches or rows == 0:
-                writer.write_table(pa.Table.from_batches(batches, schema=schema))
-                rows += buffered
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_ROWS):
+                    writer.write_batch(batch.cast(schema), row_group_size=ROW_GROUP_ROWS)
+                    rows += batch.num_rows
+            if rows == 0:
+                writer.write_table(schema.empty_table())
         with open(target, "rb") as handle:
             os.fsync(handle.fileno())
     except BaseException:
         target.unlink(missing_ok=True)
         raise
+    finally:
+        pa.default_memory_pool().release_unused()
     return rows
 
 

@@ -52,3 +52,18 @@ class FolderLock:
             fcntl.flock(self._descriptor, fcntl.LOCK_UN)
             os.close(self._descriptor)
             self._descriptor = None
+
+
+def holder(folder: Path) -> str | None:
+    """The pid holding ``folder``'s lock, or None when no process writes there now."""
+    try:
+        descriptor = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    finally:
+        os.close(descriptor)  # closing releases a shared lock we got
+    return None

@@ -33,6 +33,7 @@ from market.runfolder import (
     read_table,
 )
 from market.studies import STUDY_TABLES, Replicate, Study, build_study
+from scenarios.loader import dump_scenario
 
 TABLES = tuple(RUN_TABLES)
 FLUSH_SECONDS = 2.0
@@ -298,9 +299,11 @@ def run_one(
     out = Path(out)
     if (out / META_FILE).exists():
         folder, built, engines = reopen(out, engines=engines)
-        wanted = build_study(study, scenario, options)
-        from scenarios.loader import dump_scenario
-
+        try:
+            wanted = build_study(study, scenario, options)
+        except ValueError as err:
+            folder.release()
+            raise RunError(str(err)) from err
         same = (
             folder.study == wanted.kind
             and folder.seeds == (int(seed),)

@@ -105,7 +105,7 @@ def build_study_report(out_dir: str | Path) -> Path:
 
 
 def print_study_summary(out_dir: Path, console: Console) -> None:
-    checks = pd.read_csv(out_dir / "checks.csv")
+    checks = pd.read_csv(Path(out_dir) / "checks.csv", dtype=str, keep_default_na=False)
     table = Table(title="MOSAIC paper claims on this replication")
     for column in ("claim", "paper", "ours", "holds"):
         table.add_column(column)

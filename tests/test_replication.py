@@ -13,7 +13,6 @@ from market.engines.synthetic import SyntheticEngine
 from market.mechanisms import MosaicMechanism
 from market.prompts import advertiser_prompt, context_prompt, reference_prompt
 from market.replicate import main
-from market.runfolder import read_table
 from market.studies.replication import default_m_grid, resolve, study_instances
 from scenarios import load_scenario
 
@@ -40,7 +39,7 @@ def test_tiny_replication_writes_every_figure(tiny):
         png = tiny / "figures" / f"{name}.png"
         assert png.stat().st_size > 5000, name
         assert f'src="figures/{name}.png"' in (tiny / "replication.html").read_text()
-    instances = read_table(tiny, "instances")
+    instances = pd.read_parquet(tiny / "instances.parquet")
     assert len(instances) == 2 * 2 * 2 * 2  # queries × seeds × generators × M
     assert set(instances["M"]) == {1, 4}
     assert set(instances["generator"]) == {"context", "baseline"}
@@ -59,17 +58,17 @@ def test_exact_log_pi_r_matches_a_direct_computation(tiny):
     log_pi_r = log_ref + total - np.logaddexp.reduce(log_ref + total)
     index = {ids: k for k, ids in enumerate(support.token_ids)}
 
-    candidates = read_table(tiny, "candidates")
+    candidates = pd.read_parquet(tiny / "candidates.parquet")
     mine = candidates[candidates["instance"] == instance.index]
     expected = [log_pi_r[index[tuple(map(int, r.split()))]] for r in mine["reply"]]
     np.testing.assert_allclose(mine["log_pi_r"], expected, rtol=1e-10)
 
-    optima = read_table(tiny, "optima").set_index("instance")
+    optima = pd.read_parquet(tiny / "optima.parquet").set_index("instance")
     p = np.exp(log_pi_r)
     assert optima.loc[instance.index, "optimal_logp"] == pytest.approx(np.sum(p * log_pi_r))
     assert optima.loc[instance.index, "support_size"] == len(support.token_ids)
 
-    rows = read_table(tiny, "instances")
+    rows = pd.read_parquet(tiny / "instances.parquet")
     for keys, part in mine.groupby(["seed", "generator", "M"]):
         row = rows[
             (rows["instance"] == instance.index)
@@ -173,3 +172,9 @@ def test_default_grid_and_bad_arguments(capsys):
     assert "--queries" in capsys.readouterr().err
     assert main(["--seeds", "0"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_a_study_too_small_for_a_fit_still_prints_its_claims(tmp_path, capsys):
+    """Claims that cannot be checked (Pearson r of 2 points) print as n/a, not a crash."""
+    assert main(["--queries", "1", "--seeds", "1", "--m", "1", "2", "--out", str(tmp_path)]) == 0
+    assert "n/a" in capsys.readouterr().out
