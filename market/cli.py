@@ -33,6 +33,15 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from market.cli_sweep import grid_sweep
+from market.cli_usage import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    UsageError,
+    overrides_of,
+)
 from market.dashboard.server import DashboardError
 from market.engines.base import EngineError
 from market.runner import (
@@ -53,15 +62,6 @@ from market.sweep.backends import BACKENDS
 from market.sweep.errors import JobFailed, SweepError
 from market.sweep.folder import is_sweep_folder
 from scenarios.loader import ScenarioError, list_scenarios, load_scenario
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
-
-
-class UsageError(Exception):
-    """Bad command-line arguments."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -193,20 +193,10 @@ def _check_run_args(args: argparse.Namespace) -> None:
         raise UsageError("--repair applies to --resume DIR; add --resume DIR or drop --repair")
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    """``--set`` overrides, then ``--seed`` and ``--rounds`` as overrides of the scenario."""
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    if args.rounds is not None:
-        overrides.append(f"rounds={args.rounds}")
-    return overrides
-
-
 def _new_folder(
     args: argparse.Namespace, n_seeds: int, cache: bool
 ) -> tuple[RunFolder, Study, EnginePool]:
-    scenario = load_scenario(args.scenario, _overrides(args))
+    scenario = load_scenario(args.scenario, overrides_of(args))
     seeds = [scenario.seed + k for k in range(n_seeds)]
     out = args.out or default_run_dir(scenario.name)
     return create(scenario, out, seeds, cache=cache)  # nothing is written for a bad scenario
@@ -330,7 +320,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     _check_run_args(args)
     gridded = bool(args.grid or args.grid_file)
     if args.resume is not None and is_sweep_folder(args.resume):
-        return _grid_sweep(args, console)
+        return grid_sweep(args, console)
     if args.resume is not None and gridded:
         raise UsageError(
             f"--resume {args.resume} is not a sweep folder (no sweep.json): drop --grid and "
@@ -359,95 +349,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("give a SCENARIO (name or YAML file) or --resume DIR")
     if args.seeds is None:
         raise UsageError("--seeds N is required: the number of replicates per grid cell")
-    return _grid_sweep(args, console)
-
-
-def _grid_sweep(args: argparse.Namespace, console: Console) -> int:
-    from market import sweep
-
-    backend = sweep.make_backend(args.backend, args.workers, args.address)
-    errors = Console(stderr=True)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("jobs"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=errors,
-        transient=False,
-    )
-    common = {"backend": backend, "cache": not args.no_cache, "flush_seconds": args.flush_seconds}
-    try:
-        if args.resume is not None:  # check everything before the progress bar shows
-            _no_new_settings(args)
-            manifest = sweep.SweepFolder.open(args.resume).manifest
-            name, total = str(manifest["scenario"]), int(manifest["jobs"])
-        else:
-            overrides = _overrides(args)
-            name = load_scenario(args.scenario, overrides).name
-            grid = sweep.build_grid(args.grid, args.grid_file)
-            plan = sweep.plan_sweep(
-                args.scenario,
-                grid,
-                seeds=args.seeds,
-                out=args.out or default_run_dir(f"{name}-sweep"),
-                overrides=overrides,
-                cache=not args.no_cache,
-            )
-            total = plan.jobs
-        backend.start()
-        with progress:
-            task = progress.add_task(f"{name} sweep", total=total)
-            on_job = lambda outcome: progress.advance(task)  # noqa: E731
-            if args.resume is not None:
-                result = sweep.resume_sweep(args.resume, on_job=on_job, **common)
-            else:
-                result = sweep.launch_sweep(plan, on_job=on_job, **common)
-    except sweep.SweepInterrupted as stop:
-        progress.stop()
-        errors.print(
-            f"admarket: interrupted; {stop.finished} of {stop.total} jobs finished in "
-            f"{stop.path}. Resume with: admarket sweep --resume {stop.path}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return EXIT_INTERRUPTED
-    finally:
-        backend.close()
-    console.print(
-        f"sweep folder: {result.path} ({result.computed} jobs run, {result.skipped} already "
-        "finished)",
-        highlight=False,
-        soft_wrap=True,
-    )
-    from reports import sweep_report
-
-    if not args.no_report:
-        path = sweep_report.build_sweep_report(result.path)
-        console.print(f"report: {path}", highlight=False, soft_wrap=True)
-    sweep_report.print_sweep_summary(result.path, console)
-    return 0
-
-
-def _no_new_settings(args: argparse.Namespace) -> None:
-    given = [
-        flag
-        for flag, value in (
-            ("SCENARIO", args.scenario),
-            ("--grid", args.grid),
-            ("--grid-file", args.grid_file),
-            ("--seeds", args.seeds is not None),
-            ("--seed", args.seed is not None),
-            ("--rounds", args.rounds is not None),
-            ("--set", args.overrides),
-            ("--out", args.out),
-        )
-        if value
-    ]
-    if given:
-        raise UsageError(f"--resume reloads the sweep from its folder; drop {', '.join(given)}")
+    return grid_sweep(args, console)
 
 
 def _finish(run_dir: Path, console: Console, *, build: bool) -> int:
