@@ -19,15 +19,20 @@ from market.columns import REPLICATION_TABLES
 from market.runfolder import read_table
 from reports.replication_figures import build_study_figures
 from reports.replication_report import (
-    contribution_fits,
     shape_checks,
     summary_table,
     tv_summary,
     tv_table,
     write_study_html,
 )
+from reports.replication_tables import COUNTERFACTUALS, gain_table
 
 TABLES = tuple(REPLICATION_TABLES)
+# The gain table of each counterfactual (`reports.replication_tables`); ``tables.csv`` is eq. 15's.
+TABLE_FILES = {
+    "same_candidates": "tables.csv",
+    "absent_from_prompt": "tables_absent_from_prompt.csv",
+}
 
 
 def build_study_report(out_dir: str | Path) -> Path:
@@ -45,7 +50,8 @@ def build_study_report(out_dir: str | Path) -> Path:
     exact = bool(optima["exact"].all())
     summary = summary_table(instances)
     m_max = int(instances["M"].max())
-    fits = contribution_fits(advertisers, m_max)
+    gains = {name: gain_table(advertisers, name) for name in COUNTERFACTUALS}
+    gains = {name: table for name, table in gains.items() if not table.empty}
     tv = tv_summary(tv_table(candidates, int(facts_of_study["seeds"]))) if exact else None
     if exact:
         benchmarks = {
@@ -59,10 +65,12 @@ def build_study_report(out_dir: str | Path) -> Path:
         ]
         benchmarks = {"reference_logp": float(pools["log_ref"].mean()) if len(pools) else np.nan}
     figures = build_study_figures(
-        out / "figures", summary, fits, advertisers, benchmarks, tv, exact
+        out / "figures", summary, gains, advertisers, benchmarks, tv, exact
     )
-    checks = shape_checks(summary, fits, tv, benchmarks)
+    checks = shape_checks(summary, gains, tv, benchmarks)
     summary.to_csv(out / "summary.csv", index=False)
+    for name, table in gains.items():
+        table.to_csv(out / TABLE_FILES[name], index=False)
     checks.to_csv(out / "checks.csv", index=False)
     study = facts_of_study
     engine = next(iter(meta["engines"].values()), {})
@@ -84,9 +92,21 @@ def build_study_report(out_dir: str | Path) -> Path:
     notes = [
         "Candidate sets are nested: the M_max candidates of an (instance, seed, generator) are "
         "drawn once and each M uses the first M of them, so curves over M share randomness.",
-        "Normalized reward = allocation·r_i − softmax(β_-i)·r_i on the same candidates (the "
-        "MOSAIC outcome's expected_reward_without), not the paper's footnote-5 estimate.",
+        "Figs. 4–7, the IR check and every Pearson r / slope / R² use the utility gain from "
+        "participation (App. C.4): utility minus her reward when she stays out. tables.csv uses "
+        "the same-candidates counterfactual (eq. 15: the allocation without her report, "
+        "softmax(β_-i)·r_i), under which the gain with the offset is ≥ 0 by Jensen's inequality."
+        " The raw utility E[r] − p is kept, labelled as such; below 0 it says nothing about IR, "
+        "because staying out is not worth 0.",
     ]
+    if "absent_from_prompt" in gains:
+        notes.append(
+            "tables_absent_from_prompt.csv uses the counterfactual in which she is absent from the"
+            " context prompt too: the candidates regenerated without her (same engine seed, so "
+            "the reference generator's candidates are unchanged) and the others' allocation over "
+            "them — the paper's Fig. 1b normalisation, which its footnote 5 estimates. IR is not "
+            "a theorem there."
+        )
     if exact:
         notes.append(
             "Synthetic engine: π_r is exact over each instance's whole support "
@@ -100,7 +120,7 @@ def build_study_report(out_dir: str | Path) -> Path:
     scenario_path = out / "scenario.yaml"
     scenario_text = scenario_path.read_text(encoding="utf-8") if scenario_path.is_file() else ""
     return write_study_html(
-        out / "replication.html", facts, notes, figures, summary, checks, fits, tv, scenario_text
+        out / "replication.html", facts, notes, figures, summary, checks, gains, tv, scenario_text
     )
 
 

@@ -1,4 +1,7 @@
-"""Figures of the paper-replication study: 1a, 1b, 2, 3 (App. C.3), 4, 5/6 and the TV curve.
+"""Figures of the paper-replication study: 1a, 1b, 2, 3 (App. C.3), 4, 5/6, 7 and the TV curve.
+
+Figs. 4–7 plot the utility gain from participation (App. C.4), not the raw utility E[r] − p,
+which has a figure of its own, labelled as such.
 
 Each is drawn on its own `matplotlib.figure.Figure` against M on a log2 axis, one line per
 generator, mean ± 95% t-interval over instances × seeds.
@@ -73,13 +76,14 @@ class StudyFigure:
 def build_study_figures(
     out_dir: Path,
     summary: pd.DataFrame,
-    fits: pd.DataFrame,
+    gains: Mapping[str, pd.DataFrame],
     advertisers: pd.DataFrame,
     benchmarks: Mapping[str, float],
     tv: pd.DataFrame | None,
     exact: bool,
 ) -> list[StudyFigure]:
-    """Figures 1a, 1b, 2, 3 (App. C.3), 4, 5/6 and, on the synthetic engine, the TV curve."""
+    """Figures 1a, 1b, 2, 3 (App. C.3), 4 (gain), raw utility, 5/6, 7 and, on the synthetic engine,
+    the TV curve. ``gains``: `reports.replication_tables.gain_table` per counterfactual."""
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = sorted(summary["M"].unique())
     m_max = grid[-1]
@@ -178,6 +182,52 @@ def build_study_figures(
         )
 
         generators = _generators(summary)
+        absent = "absent_from_prompt" in gains
+        fig, axes = _figure(len(generators))
+        for ax, generator in zip(axes, generators, strict=True):
+            part = summary[summary["generator"] == generator]
+            colour = STYLE.get(generator, "tab:green")
+            for metric, label, line_colour, style in (
+                ("utility_gain_offset", "with offset", colour, "-"),
+                ("utility_gain_no_offset", "without offset", "tab:red", "--"),
+                (
+                    "utility_gain_offset_absent_prompt",
+                    "with offset, absent from prompt",
+                    colour,
+                    ":",
+                ),
+                (
+                    "utility_gain_no_offset_absent_prompt",
+                    "without offset, absent from prompt",
+                    "tab:red",
+                    ":",
+                ),
+            ):
+                if (part["metric"] == metric).any():
+                    _curve(ax, part[part["metric"] == metric], label, line_colour, style)
+            ax.axhline(0, color="grey", linewidth=0.8)
+            _m_axis(ax, grid)
+            ax.set(ylabel="total utility gain (reward units)", title=f"Fig. 4: {generator}")
+            ax.legend(fontsize="small")
+        figures.append(
+            StudyFigure(
+                "fig4_utility_gain",
+                "Fig. 4 — advertisers' utility gain from participation, with and without the offset",
+                f"{band} Σ_i of the utility gain from participation (App. C.4): ex-interim utility "
+                "(eq. 12/13) minus her reward when she stays out — solid/dashed: on the same "
+                "candidates without her report (eq. 15), where the offset C_i = −τ·logsumexp(β_-i)"
+                " makes every gain ≥ 0 (Jensen)"
+                + (
+                    "; dotted: with the candidates regenerated without her in the prompt (Fig. 1b"
+                    "'s normalisation)."
+                    if absent
+                    else "."
+                )
+                + " Positive means ex-ante IR.",
+                _save(fig, out_dir, "fig4_utility_gain"),
+            )
+        )
+
         fig, axes = _figure(len(generators))
         for ax, generator in zip(axes, generators, strict=True):
             part = summary[summary["generator"] == generator]
@@ -188,50 +238,99 @@ def build_study_figures(
             )
             ax.axhline(0, color="grey", linewidth=0.8)
             _m_axis(ax, grid)
-            ax.set(ylabel="total utility (reward units)", title=f"Fig. 4: {generator}")
+            ax.set(
+                ylabel="total utility (E[r] − p), reward units", title=f"raw utility: {generator}"
+            )
             ax.legend(fontsize="small")
         figures.append(
             StudyFigure(
-                "fig4_utility",
-                "Fig. 4 — advertisers' utility with and without the offset",
-                f"{band} Σ_i of the ex-interim expected utility (eq. 12/13): with the offset "
-                "C_i = −τ·logsumexp(β_-i) (eq. 5) and with C_i = 0. Positive means ex-ante IR.",
-                _save(fig, out_dir, "fig4_utility"),
+                "raw_utility",
+                "Raw utility (E[r] − p), for reference — not the paper's Fig. 4",
+                f"{band} Σ_i E[r_i] − p_i with the offset (solid) and with C_i = 0 (dashed). "
+                "Staying out is not worth 0 here (her reward when absent is usually negative), so "
+                "the sign of this curve is not the IR check; Fig. 4 above is.",
+                _save(fig, out_dir, "raw_utility"),
             )
         )
 
+        scatter = gains["same_candidates"]
         at_m = advertisers[advertisers["M"] == m_max]
         fig = Figure(figsize=(PANEL[0] * 2, PANEL[1] * len(generators)), layout="constrained")
         axes = fig.subplots(len(generators), 2, squeeze=False)
         for row, generator in enumerate(generators):
             part = at_m[at_m["generator"] == generator]
-            for col, (payments, column) in enumerate(
-                (("offset", "utility_offset"), ("no_offset", "utility_no_offset"))
-            ):
+            for col, offset in enumerate((True, False)):
                 ax = axes[row][col]
-                fit = fits[(fits["generator"] == generator) & (fits["payments"] == payments)].iloc[
-                    0
-                ]
-                paper = f"paper: r = {fit['paper_pearson_r']:.1f}"
-                if np.isfinite(fit["paper_slope"]):
-                    paper += f", slope {fit['paper_slope']:.2f}, R² {fit['paper_r2']:.2f}"
+                line = scatter[
+                    (scatter["generator"] == generator)
+                    & (scatter["M"] == m_max)
+                    & (scatter["offset"] == offset)
+                ].iloc[0]
+                fit = pd.Series(
+                    {
+                        "slope": line["slope_gain_contribution"],
+                        "r2": line["r2_gain_contribution"],
+                        "pearson_r": line["pearson_gain_contribution"],
+                    }
+                )
+                paper = f"paper: r = {line['paper_pearson']:.1f}"
+                if np.isfinite(line["paper_slope"]):
+                    paper += f", slope {line['paper_slope']:.2f}, R² {line['paper_r2']:.2f}"
+                gain = "utility_gain_offset" if offset else "utility_gain_no_offset"
                 colour = STYLE.get(generator, "tab:green")
-                scatter_with_fit(ax, part["contribution"], part[column], fit, colour, paper)
+                scatter_with_fit(ax, part["contribution"], part[gain], fit, colour, paper)
                 ax.set(
                     xlabel="contribution: normalized reward (reward units)",
-                    ylabel="utility (reward units)",
-                    title=f"{generator}, {'with' if payments == 'offset' else 'without'} offset",
+                    ylabel="utility gain (reward units)",
+                    title=f"{generator}, {'with' if offset else 'without'} offset",
                 )
-        fig.suptitle(f"Figs. 5/6: utility against contribution (M = {m_max})")
+        fig.suptitle(f"Figs. 5/6: utility gain against contribution (M = {m_max})")
         figures.append(
             StudyFigure(
-                "fig5_6_utility_vs_contribution",
-                "Figs. 5/6 — utility against contribution to welfare",
+                "fig5_6_gain_vs_contribution",
+                "Figs. 5/6 — utility gain from participation against contribution to welfare",
                 f"One point per advertiser and auction at M = {m_max}; least-squares line, slope, "
-                "R² and Pearson r. The paper: r = 0.8 with the offset and 0.4 without "
-                "(Sec. 6.2.2); baseline generator: slope 1.00, R² 0.96 with the offset, slope "
-                "0.5, R² 0.19 without (Fig. 6).",
-                _save(fig, out_dir, "fig5_6_utility_vs_contribution"),
+                "R² and Pearson r of the gain (utility − softmax(β_-i)·r_i, eq. 15) on the "
+                "contribution (expected reward − the same). The paper: r = 0.8 with the offset "
+                "and 0.4 without (Sec. 6.2.2); baseline generator: slope 1.00, R² 0.96 with the "
+                "offset, slope 0.5, R² 0.19 without (Fig. 6).",
+                _save(fig, out_dir, "fig5_6_gain_vs_contribution"),
+            )
+        )
+
+        fig, axes = _figure(len(gains))
+        for ax, (counterfactual, table) in zip(axes, gains.items(), strict=True):
+            for generator in _generators(table):
+                colour = STYLE.get(generator, "tab:green")
+                for offset, style in ((True, "-"), (False, "--")):
+                    part = table[(table["generator"] == generator) & (table["offset"] == offset)]
+                    part = part.sort_values("M")
+                    ax.plot(
+                        part["M"],
+                        part["pearson_gain_contribution"],
+                        marker="o",
+                        color=colour,
+                        linestyle=style,
+                        label=f"{generator}, {'with' if offset else 'without'} offset",
+                    )
+            for level, style in ((0.8, "-"), (0.4, "--")):
+                ax.axhline(level, color="grey", linewidth=0.8, linestyle=style)
+            _m_axis(ax, grid)
+            ax.set(
+                ylabel="Pearson r(gain, contribution)",
+                ylim=(-1.02, 1.02),
+                title=f"Fig. 7: {counterfactual.replace('_', ' ')}",
+            )
+            ax.legend(fontsize="small")
+        figures.append(
+            StudyFigure(
+                "fig7_pearson",
+                "Fig. 7 — Pearson correlation of utility gain and contribution",
+                "Pearson r over advertisers × auctions at each M, with the offset (solid) and "
+                "without (dashed); grey lines: the paper's 0.8 (with) and 0.4 (without). Left: "
+                "same-candidates counterfactual (eq. 15)"
+                + ("; right: candidates regenerated without her in the prompt." if absent else "."),
+                _save(fig, out_dir, "fig7_pearson"),
             )
         )
 

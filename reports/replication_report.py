@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports.data import RunData
+from reports.gain import IR_TOLERANCE
 from reports.replication_figures import StudyFigure
+from reports.replication_tables import COUNTERFACTUALS
 from reports.stats import t_interval
-from reports.tables import contribution_fits as run_contribution_fits
 from reports.template import figure_html, meta_list, notes_html, page, table_html
 
 
@@ -29,21 +29,30 @@ class StudyMetric:
 
 STUDY_METRICS: tuple[StudyMetric, ...] = (
     StudyMetric("logp_optimal", "log π_r(returned reply), nats"),
-    StudyMetric("normalized_reward", "total normalized reward, reward units"),
+    StudyMetric("normalized_reward", "total normalized reward, same candidates (eq. 15)"),
+    StudyMetric(
+        "normalized_reward_absent_prompt",
+        "total normalized reward, candidates regenerated without her (Fig. 1b)",
+    ),
     StudyMetric("revenue_offset", "revenue with the offset, reward units"),
     StudyMetric("revenue_no_offset", "revenue with Rochet payments (C = 0), reward units"),
-    StudyMetric("utility_offset", "total utility with the offset, reward units"),
-    StudyMetric("utility_no_offset", "total utility without offset, reward units"),
+    StudyMetric("utility_gain_offset", "total utility gain with the offset (same candidates)"),
+    StudyMetric("utility_gain_no_offset", "total utility gain without offset (same candidates)"),
+    StudyMetric(
+        "utility_gain_offset_absent_prompt",
+        "total utility gain with the offset (absent from the prompt)",
+    ),
+    StudyMetric(
+        "utility_gain_no_offset_absent_prompt",
+        "total utility gain without offset (absent from the prompt)",
+    ),
+    StudyMetric("utility_offset", "total utility (E[r] − p) with the offset, raw"),
+    StudyMetric("utility_no_offset", "total utility (E[r] − p) without offset, raw"),
     StudyMetric("logp_reference", "log π_ref(returned reply), nats"),
     StudyMetric("expected_reward", "total expected reward, reward units"),
     StudyMetric("ess", "effective sample size, candidates"),
     StudyMetric("mentions", "advertisers named in the reply (of 2)"),
 )
-
-# App. C.4 (Fig. 6, baseline generator): slope and R² of utility on contribution. The paper's
-# Pearson r (Sec. 6.2.2: 0.8 with the offset, 0.4 without) is `reports.tables.PAPER_PEARSON`.
-PAPER_BASELINE_FIT = {"offset": (1.00, 0.96), "no_offset": (0.5, 0.19)}
-PAYMENTS = {"offset": "utility_offset", "no_offset": "utility_no_offset"}
 
 
 def _generators(frame: pd.DataFrame) -> list[str]:
@@ -55,6 +64,8 @@ def summary_table(instances: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (generator, m), part in instances.groupby(["generator", "M"], sort=False):
         for metric in STUDY_METRICS:
+            if instances[metric.column].isna().all():
+                continue  # not recorded on this engine (the counterfactual absent from the prompt)
             interval = t_interval(part[metric.column].to_numpy(float))
             rows.append(
                 {
@@ -109,64 +120,6 @@ def tv_summary(tv: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def contribution_fits(advertisers: pd.DataFrame, m: int) -> pd.DataFrame:
-    """Utility on contribution (expected reward − expected reward without her, Fig. 1b's
-    normalized reward), with and without the offset, per generator, at M = ``m`` (Figs. 5/6).
-
-    The fit is the run report's (`reports.tables.contribution_fits`, one line per variant): each
-    generator × payment rule is presented to it as a variant whose entrants have that rule's
-    utility and offset, so both reports compute and label fits the same way.
-    """
-    at_m = advertisers[advertisers["M"] == m]
-    parts, variants = [], []
-    for generator in _generators(advertisers):
-        for payments, column in PAYMENTS.items():
-            part = at_m[at_m["generator"] == generator]
-            variant = f"{generator} · {payments}"
-            offset = part["offset"] if payments == "offset" else 0.0
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "variant": variant,
-                        "entered": True,
-                        "contribution": part["contribution"].to_numpy(float),
-                        "utility": part[column].to_numpy(float),
-                        "offset": np.asarray(offset, dtype=float) * np.ones(len(part), dtype=float),
-                    }
-                )
-            )
-            variants.append((variant, generator, payments))
-    view = RunData(
-        run_dir=Path("."),
-        rounds=pd.DataFrame(),
-        advertisers=pd.concat(parts, ignore_index=True),
-        auctions=pd.DataFrame(),
-        variants=tuple(v for v, _, _ in variants),
-    )
-    fits = run_contribution_fits(view).set_index("variant")
-    rows = []
-    for variant, generator, payments in variants:
-        fit = fits.loc[variant]
-        paper_slope, paper_r2 = (
-            PAPER_BASELINE_FIT[payments] if generator == "baseline" else (np.nan, np.nan)
-        )
-        rows.append(
-            {
-                "generator": generator,
-                "payments": payments,
-                "M": m,
-                "n": int(fit["n"]),
-                "slope": fit["slope"],
-                "r2": fit["r2"],
-                "pearson_r": fit["pearson_r"],
-                "paper_pearson_r": fit["paper_pearson_r"],
-                "paper_slope": paper_slope,
-                "paper_r2": paper_r2,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
 def _value(summary: pd.DataFrame, generator: str, m: int, metric: str) -> float:
     hit = summary[
         (summary["generator"] == generator) & (summary["M"] == m) & (summary["metric"] == metric)
@@ -181,11 +134,15 @@ def _holds(condition: bool, *values: float) -> bool | None:
 
 def shape_checks(
     summary: pd.DataFrame,
-    fits: pd.DataFrame,
+    gains: Mapping[str, pd.DataFrame],
     tv: pd.DataFrame | None,
     benchmarks: Mapping[str, float],
 ) -> pd.DataFrame:
-    """The paper's qualitative claims, each with our numbers and whether it holds here."""
+    """The paper's qualitative claims, each with our numbers and whether it holds here.
+
+    ``gains`` maps a counterfactual name to its `reports.replication_tables.gain_table`; every IR
+    and correlation claim is decided on the utility gain (App. C.4), never on the raw utility.
+    """
     grid = sorted(summary["M"].unique())
     m_min, m_max = grid[0], grid[-1]
     m_small = max([m for m in grid if m <= 4] or [m_min])
@@ -251,30 +208,48 @@ def shape_checks(
         _holds(ctx_rev[1] > ctx_rev[0], *ctx_rev),
     )
     for generator in ("context", "baseline"):
-        with_offset = v(generator, m_max, "utility_offset")
-        without = v(generator, m_max, "utility_no_offset")
+        with_offset = v(generator, m_max, "utility_gain_offset")
+        without = v(generator, m_max, "utility_gain_no_offset")
         check(
-            f"{generator}: the offset raises total utility",
+            f"{generator}: the offset raises the total utility gain",
             "Fig. 4",
-            f"{with_offset:.3g} vs {without:.3g} at M = {m_max}",
+            f"{with_offset:.3g} vs {without:.3g} at M = {m_max} (same candidates)",
             _holds(with_offset > without, with_offset, without),
         )
-    ctx_u = [v("context", m, "utility_offset") for m in grid]
+    ctx_gain = [v("context", m, "utility_gain_offset") for m in grid]
     check(
-        "context + offset: positive expected utility (ex-ante IR) at every M",
+        "context + offset: positive expected utility gain (ex-ante IR) at every M",
         "Fig. 4a, Remark 2",
-        ", ".join(f"{u:.3g}" for u in ctx_u),
-        _holds(all(u > 0 for u in ctx_u), *ctx_u),
+        ", ".join(f"{u:.3g}" for u in ctx_gain) + " (same candidates)",
+        _holds(all(u > 0 for u in ctx_gain), *ctx_gain),
     )
-    for generator in _generators(fits):
-        part = fits[fits["generator"] == generator].set_index("payments")
-        r_on, r_off = part.loc["offset", "pearson_r"], part.loc["no_offset", "pearson_r"]
-        check(
-            f"{generator}: offset makes utility track contribution (Pearson r)",
-            "Sec. 6.2.2: 0.8 vs 0.4",
-            f"{r_on:.2f} vs {r_off:.2f}",
-            _holds(r_on > r_off, r_on, r_off),
-        )
+    for counterfactual, table in gains.items():
+        with_offset = table[table["offset"].astype(bool)]
+        for generator in _generators(with_offset):
+            part = with_offset[with_offset["generator"] == generator]
+            smallest = float(part["utility_gain_min"].min())
+            share = float(
+                (part["share_gain_non_negative"] * part["n"]).sum() / max(part["n"].sum(), 1)
+            )
+            exact = counterfactual == "same_candidates"
+            check(
+                f"{generator} + offset: every advertiser's utility gain ≥ 0 (IR), {counterfactual}",
+                "Sec. 5.3.1 (Jensen)" if exact else "Fig. 4 (not a theorem here)",
+                f"smallest gain {smallest:.3g}; share ≥ 0: {share:.1%} of {int(part['n'].sum())}",
+                _holds(smallest >= -IR_TOLERANCE, smallest),
+            )
+        at_max = table[table["M"] == m_max]
+        for generator in _generators(at_max):
+            part = at_max[at_max["generator"] == generator].set_index("offset")
+            r_on = float(part.loc[True, "pearson_gain_contribution"])
+            r_off = float(part.loc[False, "pearson_gain_contribution"])
+            check(
+                f"{generator}: the offset makes the gain track contribution (Pearson r at "
+                f"M = {m_max}), {counterfactual}",
+                "Sec. 6.2.2, Fig. 7: 0.8 vs 0.4",
+                f"{r_on:.2f} vs {r_off:.2f}",
+                _holds(r_on > r_off, r_on, r_off),
+            )
     if tv is not None and not tv.empty:
         ctx = tv[tv["generator"] == "context"].set_index("M")["mean"]
         base = tv[tv["generator"] == "baseline"].set_index("M")["mean"]
@@ -319,7 +294,7 @@ def write_study_html(
     figures: list[StudyFigure],
     summary: pd.DataFrame,
     checks: pd.DataFrame,
-    fits: pd.DataFrame,
+    gains: Mapping[str, pd.DataFrame],
     tv: pd.DataFrame | None,
     scenario_text: str,
 ) -> Path:
@@ -335,8 +310,12 @@ def write_study_html(
     if tv is not None and not tv.empty:
         parts.append("<h2>Total variation to π_r</h2>")
         parts.append(table_html(tv))
-    parts.append("<h2>Utility against contribution</h2>")
-    parts.append(table_html(fits))
+    for counterfactual, table in gains.items():
+        parts.append(
+            "<h2>Utility gain against contribution, counterfactual: "
+            f"{html.escape(COUNTERFACTUALS[counterfactual].label)}</h2>"
+        )
+        parts.append(table_html(table))
     parts.append("<h2>Scenario</h2>")
     parts.append(f"<pre>{html.escape(scenario_text)}</pre>")
     path.write_text(page("MOSAIC paper replication (Sec. 6, App. C)", "\n".join(parts)))

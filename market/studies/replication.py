@@ -41,6 +41,7 @@ from market.engines.pool import EnginePool
 from market.mechanisms import MosaicMechanism
 from market.mechanisms.mosaic import logsumexp, optimal_distribution
 from market.prompts import Brand, advertiser_prompt, reference_prompt
+from market.studies.counterfactual import absent_from_prompt_rewards
 from scenarios.loader import expand_variants
 
 
@@ -201,17 +202,21 @@ def _expected_log(p: np.ndarray, logp: np.ndarray) -> float:
 
 
 def _rows(
-    outcome: RoundOutcome, keys: dict, tau: float, log_z: float
+    outcome: RoundOutcome, keys: dict, tau: float, log_z: float, absent_prompt: np.ndarray
 ) -> tuple[dict, list[dict], list[dict]]:
     """One instance row, its advertiser rows and its candidate rows from a MOSAIC outcome.
 
     The mechanism runs with the offset; plain Rochet payments (C_i = 0) differ by C_i alone
-    (eq. 13), so utility without offset = utility − C_i and payment = payment + C_i.
+    (eq. 13), so utility without offset = utility − C_i and payment = payment + C_i. The gain
+    from participation (App. C.4) is utility − her reward when she stays out: on the same
+    candidates (eq. 15, ``expected_rewards_without``) and, where ``absent_prompt`` is finite, with
+    the candidates regenerated without her (`market.studies.counterfactual`).
     """
     log_pi_r = outcome.log_ref + outcome.rewards.sum(axis=0) / tau - log_z
     allocation = outcome.allocation
     utilities = outcome.utilities
     offsets = outcome.offsets
+    without = outcome.expected_rewards_without
     mentioned = set(outcome.mentioned)
     row = {
         **keys,
@@ -220,11 +225,14 @@ def _rows(
         "logp_reference": float(np.sum(allocation * outcome.log_ref)),
         "usefulness": outcome.usefulness,
         "expected_reward": float(outcome.expected_rewards.sum()),
-        "normalized_reward": float(
-            (outcome.expected_rewards - outcome.expected_rewards_without).sum()
-        ),
+        "normalized_reward": float((outcome.expected_rewards - without).sum()),
+        "normalized_reward_absent_prompt": float((outcome.expected_rewards - absent_prompt).sum()),
         "utility_offset": float(utilities.sum()),
         "utility_no_offset": float((utilities - offsets).sum()),
+        "utility_gain_offset": float((utilities - without).sum()),
+        "utility_gain_no_offset": float((utilities - offsets - without).sum()),
+        "utility_gain_offset_absent_prompt": float((utilities - absent_prompt).sum()),
+        "utility_gain_no_offset_absent_prompt": float((utilities - offsets - absent_prompt).sum()),
         "revenue_offset": outcome.revenue,
         "revenue_no_offset": float((outcome.payments + offsets).sum()),
         "ess": outcome.ess,
@@ -237,12 +245,18 @@ def _rows(
             **keys,
             "advertiser": name,
             "expected_reward": float(outcome.expected_rewards[i]),
-            "expected_reward_without": float(outcome.expected_rewards_without[i]),
-            "contribution": float(
-                outcome.expected_rewards[i] - outcome.expected_rewards_without[i]
-            ),
+            "expected_reward_without": float(without[i]),
+            "contribution": float(outcome.expected_rewards[i] - without[i]),
+            "expected_reward_absent_prompt": float(absent_prompt[i]),
+            "contribution_absent_prompt": float(outcome.expected_rewards[i] - absent_prompt[i]),
             "utility_offset": float(utilities[i]),
             "utility_no_offset": float(utilities[i] - offsets[i]),
+            "utility_gain_offset": float(utilities[i] - without[i]),
+            "utility_gain_no_offset": float(utilities[i] - offsets[i] - without[i]),
+            "utility_gain_offset_absent_prompt": float(utilities[i] - absent_prompt[i]),
+            "utility_gain_no_offset_absent_prompt": float(
+                utilities[i] - offsets[i] - absent_prompt[i]
+            ),
             "payment_offset": float(outcome.payments[i]),
             "payment_no_offset": float(outcome.payments[i] + offsets[i]),
             "offset": float(offsets[i]),
@@ -301,7 +315,20 @@ class ReplicationReplicate:
         log_z = optimum.log_z if optimum else 0.0
         engine_seed = np.random.SeedSequence([self.seed, instance.index, seed_index])
         nested = NestedCandidates(engine, settings.m_max)
-        for m in settings.m_grid:
+        round_seed = int(engine_seed.generate_state(1)[0])
+        if self.study.absent_prompt:
+            absent = absent_from_prompt_rewards(
+                nested,
+                MosaicMechanism(tau=settings.tau, generator=self.generator.generator),
+                instance.query,
+                instance.bidders(),
+                settings.sampling,
+                round_seed,
+                settings.m_grid,
+            )
+        else:
+            absent = np.full((len(settings.m_grid), len(instance.brands)), np.nan)
+        for row_index, m in enumerate(settings.m_grid):
             mechanism = MosaicMechanism(
                 tau=settings.tau, offset=True, generator=self.generator.generator, candidates=m
             )
@@ -312,7 +339,7 @@ class ReplicationReplicate:
                 instance.query,
                 instance.bidders(),
                 settings.sampling,
-                seed=int(engine_seed.generate_state(1)[0]),
+                seed=round_seed,
                 rng=np.random.default_rng(np.random.SeedSequence(reply_seed)),
             )
             keys = {
@@ -324,7 +351,9 @@ class ReplicationReplicate:
                 "generator": self.generator.name,
                 "M": m,
             }
-            row, advertisers, candidates = _rows(outcome, keys, settings.tau, log_z)
+            row, advertisers, candidates = _rows(
+                outcome, keys, settings.tau, log_z, absent[row_index]
+            )
             rows["instances"].append(row)
             rows["advertisers"].extend(advertisers)
             rows["candidates"].extend(candidates)
@@ -410,6 +439,12 @@ class ReplicationStudy:
         return self.settings.tau
 
     @property
+    def absent_prompt(self) -> bool:
+        """Whether the counterfactual absent from the prompt is recorded: on the synthetic engine,
+        where regenerating the candidates without each advertiser is cheap."""
+        return self.scenario.engine.type == "synthetic"
+
+    @property
     def variants(self) -> tuple[str, ...]:
         return tuple(g.name for g in self.settings.generators)
 
@@ -431,6 +466,8 @@ class ReplicationStudy:
             "sampling": self.scenario.sampling.model_dump(mode="json"),
             "generators": {g.name: g.generator for g in self.settings.generators},
             "reference_generator": reference[0] if reference else None,
+            "counterfactuals": ["same_candidates"]
+            + (["absent_from_prompt"] if self.absent_prompt else []),
         }
 
     def engine_for(self, instance: Instance, engines: EnginePool) -> Engine:
