@@ -361,8 +361,45 @@ OPTIMA = TableSpec(
     ),
 )
 
+CONVERGENCE = TableSpec(
+    "convergence",
+    "instance × generator × sampler × M (synthetic engine; market/studies/convergence.py)",
+    (
+        Column("instance", pa.int64(), "index of the instance"),
+        Column("query", pa.string(), "the user query x"),
+        Column("advertisers", pa.string(), "the instance's two advertisers, `A + B`"),
+        Column("generator", pa.string(), "variant: `context` (π_con) or `baseline` (π_ref)"),
+        Column(
+            "sampler",
+            pa.string(),
+            "`study` (the scenario's sampling) or `top_p=1` (same temperature, full support)",
+        ),
+        Column("temperature", pa.float64(), "the sampler's temperature"),
+        Column("top_p", pa.float64(), "the sampler's top-p"),
+        Column("M", pa.int64(), "candidates"),
+        Column(
+            "tv",
+            pa.float64(),
+            "TV(π_r, π_M), π_M the exact distribution of the returned reply (Thm. A.1)",
+        ),
+        Column(
+            "tv_floor",
+            pa.float64(),
+            "1 − π_r(S), S the sampler's support: TV's limit as M → ∞ (0 for top_p = 1)",
+        ),
+        Column(
+            "logp_induced", pa.float64(), "E_{y~π_M}[log π_r(y)]: the returned reply's (Fig. 1a)"
+        ),
+        Column("logp_optimal", pa.float64(), "E_{y~π_r}[log π_r(y)] = −H(π_r): a draw from π_r"),
+        Column(
+            "logp_limit", pa.float64(), "E_{y~π_r restricted to S}[log π_r(y)]: the M → ∞ limit"
+        ),
+        Column("mass_error", pa.float64(), "|Σ_y π_M(y) − 1|: the quadrature's accuracy"),
+    ),
+)
+
 REPLICATION_TABLES: dict[str, TableSpec] = {
-    t.name: t for t in (INSTANCES, STUDY_ADVERTISERS, CANDIDATES, OPTIMA)
+    t.name: t for t in (INSTANCES, STUDY_ADVERTISERS, CANDIDATES, OPTIMA, CONVERGENCE)
 }
 
 # Every table of every study, by the name docs/*.md sections use.

@@ -43,8 +43,11 @@ def _curve(ax: Axes, part: pd.DataFrame, label: str, colour: str, linestyle: str
         ax.fill_between(part["M"], part["low"], part["high"], color=colour, alpha=0.18)
 
 
-def _m_axis(ax: Axes, grid: list[int]) -> None:
+def _m_axis(ax: Axes, grid: list[int], sparse: bool = False) -> None:
     ax.set_xscale("log", base=2)
+    grid = [int(m) for m in grid]
+    if sparse and len(grid) > 8:  # every other power of two
+        grid = [m for m in grid if (m & (m - 1)) == 0 and m.bit_length() % 2 == 1] or grid
     ax.set_xticks(grid, [str(m) for m in grid])
     ax.minorticks_off()
     ax.set_xlabel("candidate replies M")
@@ -79,7 +82,7 @@ def build_study_figures(
     gains: Mapping[str, pd.DataFrame],
     advertisers: pd.DataFrame,
     benchmarks: Mapping[str, float],
-    tv: pd.DataFrame | None,
+    convergence: pd.DataFrame | None,
     exact: bool,
 ) -> list[StudyFigure]:
     """Figures 1a, 1b, 2, 3 (App. C.3), 4 (gain), raw utility, 5/6, 7 and, on the synthetic engine,
@@ -90,34 +93,65 @@ def build_study_figures(
     band = "Mean ± 95% t-interval over instances × seeds."
     figures = []
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
-        fig, [ax] = _figure()
-        _metric_plot(ax, summary, "logp_optimal")
-        optimum = benchmarks.get("optimal_logp", np.nan)
+        fig = Figure(figsize=(PANEL[0] * 1.6, PANEL[1] * 1.15), layout="constrained")
+        ax = fig.subplots()
+        _metric_plot(ax, summary, "logp_optimal", suffix=", sampled")
         proxy = benchmarks.get("reference_logp", np.nan)
-        if np.isfinite(optimum):
-            ax.axhline(optimum, color="black", linestyle="--", label="one reply from π_r (exact)")
-        if np.isfinite(proxy):
+        if convergence is not None:
+            study = convergence[convergence["sampler"] == "study"]
+            for generator in _generators(study):
+                part = study[study["generator"] == generator].sort_values("M")
+                colour = STYLE.get(generator, "tab:green")
+                ax.plot(
+                    part["M"], part["logp_induced"], color=colour, linewidth=0.9,
+                    label=f"{generator}, exact E_π_M[log π_r]",
+                )  # fmt: skip
+                ax.axhline(
+                    part["logp_limit"].iloc[-1], color=colour, linestyle=":", linewidth=1.0,
+                    label=f"{generator}: limit under top-p, E_π_r|S[log π_r]",
+                )  # fmt: skip
+                full = convergence[
+                    (convergence["sampler"] == "top_p=1") & (convergence["generator"] == generator)
+                ].sort_values("M")
+                ax.plot(
+                    full["M"], full["logp_induced"], color=colour, linewidth=0.9,
+                    linestyle="-.", label=f"{generator}, exact, top_p = 1",
+                )  # fmt: skip
             ax.axhline(
-                proxy, color="grey", linestyle=":", label="footnote-4 proxy (π_ref on π_ref)"
-            )
-        _m_axis(ax, grid)
+                float(study["logp_optimal"].iloc[0]), color="black", linestyle="--",
+                label="a draw from π_r: −H(π_r)",
+            )  # fmt: skip
+            _m_axis(ax, sorted(set(grid) | set(study["M"])), sparse=True)
+        else:
+            if np.isfinite(proxy):
+                ax.axhline(
+                    proxy, color="grey", linestyle=":", label="footnote-4 proxy (π_ref on π_ref)"
+                )
+            _m_axis(ax, grid)
         ax.set(
             ylabel="log π_r of the returned reply (nats)" + ("" if exact else ", up to log Z(x)"),
-            title="Fig. 1a: log-probability under the optimal LLM",
+            title="Fig. 1a: the returned reply under the optimal LLM",
         )
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         figures.append(
             StudyFigure(
                 "fig1a_logprob",
-                "Fig. 1a — returned reply's log-probability under π_r",
-                f"{band} Allocation-weighted log π_r over the candidates (the exact expectation "
-                "over the final draw). "
+                "Fig. 1a — returned reply's log-probability under π_r, beside a draw from π_r",
+                f"{band} Markers: the allocation-weighted log π_r over the sampled candidates "
+                "(the expectation over the final draw). "
                 + (
-                    "Exact π_r over the synthetic engine's whole support; dashed: E[log π_r] of "
-                    "one reply drawn from π_r; dotted: footnote 4's proxy E_π_ref[log π_ref]."
-                    if exact
+                    "Thin lines: the exact E[log π_r] of the returned reply, from the exact "
+                    "distribution π_M of the reply MOSAIC returns (market/studies/convergence.py),"
+                    " to M = " + f"{int(convergence['M'].max())} (solid: the study's sampler; "
+                    "dash-dot: the same temperature with top_p = 1). Dashed: −H(π_r), what one reply"
+                    " drawn from π_r scores: the level to compare with — a reply scoring above it "
+                    "is not more like π_r (π_r's mode scores higher still). Dotted: the limit "
+                    "E_{π_r|S}[log π_r] under the study's top-p, S its support; it equals −H(π_r) "
+                    "only for top_p = 1."
+                    if convergence is not None
                     else "log π_r up to the per-query constant log Z(x) (footnote 9); dotted: "
-                    "footnote 4's proxy, π_ref's candidates scored by π_ref."
+                    "footnote 4's proxy, π_ref's candidates scored by π_ref — a level, not a "
+                    "target to exceed."
                 ),
                 _save(fig, out_dir, "fig1a_logprob"),
             )
@@ -334,29 +368,49 @@ def build_study_figures(
             )
         )
 
-        if tv is not None and not tv.empty:
-            fig, [ax] = _figure()
-            for generator in _generators(tv):
-                _curve(
-                    ax,
-                    tv[tv["generator"] == generator],
-                    generator,
-                    STYLE.get(generator, "tab:green"),
+        if convergence is not None:
+            samplers = list(pd.unique(convergence["sampler"]))
+            order = sorted(samplers, key=lambda name: name != "top_p=1")
+            fig, axes = _figure(len(order))
+            for ax, sampler in zip(axes, order, strict=True):
+                part = convergence[convergence["sampler"] == sampler]
+                top_p = float(part["top_p"].iloc[0])
+                for generator in _generators(part):
+                    mine = part[part["generator"] == generator].sort_values("M")
+                    colour = STYLE.get(generator, "tab:green")
+                    _curve(
+                        ax,
+                        mine.rename(columns={"tv": "mean", "tv_low": "low", "tv_high": "high"}),
+                        generator,
+                        colour,
+                    )
+                    if top_p < 1:
+                        ax.axhline(
+                            mine["tv_floor"].iloc[-1], color=colour, linestyle="--",
+                            label=f"{generator}: floor 1 − π_r(S) = {mine['tv_floor'].iloc[-1]:.3f}",
+                        )  # fmt: skip
+                _m_axis(ax, sorted(set(part["M"])), sparse=True)
+                ax.set(
+                    ylabel="TV(π_r, π_M)",
+                    ylim=(0, 1.02),
+                    title=(
+                        "top_p = 1: converges to π_r (Thm. A.1)"
+                        if top_p >= 1
+                        else f"top_p = {top_p:g}: floored at 1 − π_r(S)"
+                    ),
                 )
-            _m_axis(ax, grid)
-            ax.set(
-                ylabel="total variation to π_r",
-                ylim=(0, 1.02),
-                title="Convergence to the optimal distribution",
-            )
-            ax.legend(fontsize="small")
+                ax.legend(fontsize="small")
             figures.append(
                 StudyFigure(
                     "tv_convergence",
-                    "Distance to the optimal distribution (synthetic engine, exact π_r)",
-                    "Mean ± 95% t-interval over instances of TV(π̂_M, π_r), π̂_M the allocation "
-                    "averaged over seeds. It tends to 0 as M grows (Theorem A.1); with finitely "
-                    "many seeds it keeps a bias, equal for both generators.",
+                    "Distance from the returned reply's distribution to π_r (exact, synthetic "
+                    "engine)",
+                    "Mean ± 95% t-interval over instances of TV(π_r, π_M), π_M the exact "
+                    "distribution of the reply MOSAIC returns from M candidates (no sampling noise)."
+                    " Left: the study's temperature with top_p = 1, where π_ref ≪ π_gen and TV → 0 "
+                    "as M grows (Theorem A.1, Corollary 4.1). Right: the study's top-p, under which "
+                    "the sampler never proposes the replies outside its support S: TV cannot fall "
+                    "below 1 − π_r(S) (dashed) and reaches it; it does not converge to 0.",
                     _save(fig, out_dir, "tv_convergence"),
                 )
             )
