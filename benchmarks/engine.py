@@ -5,8 +5,8 @@ log-probability of every candidate under the reference, each advertiser and the 
 all in the engine's prompt style (``--style``; default: the engine's own, for the embedded model
 the measured best, `market.engines.chat.EMBEDDED_PROMPT_STYLE`).
 
-- engine, shared prefix: one ``generate`` of M sequences and one ``score`` of M replies × 5
-  prompts, the KV cache of the prompts' shared prefix (chat header, system turn, query: the
+- engine, shared prefix: one ``generate`` of M sequences and one ``score`` of M replies × (2 +
+  advertisers) prompts, the KV cache of the prompts' shared prefix (chat header, system turn, query: the
   user-turn styles put the instruction after it) computed once per call;
 - engine, prefix not shared: the same calls, every prompt prefilled in full;
 - naive: M ``generate`` calls of one sequence each and one forward pass per prompt–reply pair.
@@ -14,9 +14,20 @@ the measured best, `market.engines.chat.EMBEDDED_PROMPT_STYLE`).
 Every path's round time is printed as a ratio against the naive loop, measured in the same run, and
 the shared-prefix scores are checked equal to the unshared ones (max abs difference printed).
 
+Measured on the shared 2-core CPU (load average 4-6 from other jobs, so CPU seconds are the
+steadier figure), torch 1 thread, the embedded model in its default 'user' style, 1 repeat:
+
+- ``--threads 1 --repeats 1`` (M = 8, 48 tokens, 3 advertisers, 36 shared prefix tokens of 310):
+  shared 15.65 s, not shared 15.10 s, naive 65.40 s a round: 4.18× / 4.33× wall (3.43× / 3.55×
+  CPU) over the naive loop; sharing does not pay here (0.96×): reply tokens (367 × 5) dominate.
+- ``--threads 1 --repeats 1 --advertisers 10 --context 4 --candidates 4 --tokens 16`` (12 prompts,
+  200 shared prefix tokens): shared 29.58 s, not shared 44.10 s, naive 208.94 s: 7.06× / 4.74×
+  wall over the naive loop; sharing 1.72× on scoring (1.47× CPU), 1.49× on the round.
+
 Run with ``python -m benchmarks.engine`` (flags: --candidates, --tokens, --repeats, --skip-naive,
---threads, --style). Prints wall and CPU seconds, the speed-ups, tokens per second and peak resident
-memory; also rounds per second of the synthetic engine when it is installed.
+--threads, --style, --advertisers, --context). Prints wall and CPU seconds, the speed-ups, tokens
+per second and peak resident memory; also rounds per second of the synthetic engine when it is
+installed.
 """
 
 from __future__ import annotations
@@ -51,7 +62,25 @@ BRANDS = (
     Brand("StringHouse", "selling acoustic and electric guitars for beginners", ("music",)),
     Brand("TuneUp", "selling a tuner and chord-practice app", ("music",)),
 )
+CONTEXT = (
+    "I work full time, have two kids, can practise twenty minutes on weekday evenings and an "
+    "hour on weekends, own a cheap acoustic guitar, read a little sheet music, and get bored "
+    "with scales. "
+)
 TARGET_SPEEDUP = 4.0
+
+
+def round_inputs(advertisers: int = 3, context: int = 0) -> tuple[Query, tuple[Brand, ...]]:
+    """The benchmark's query (after ``context`` sentences about the user: a longer shared prefix)
+    and ``advertisers`` brands (the three of `BRANDS`, then numbered guitar shops)."""
+    extra = tuple(
+        Brand(f"GuitarShop{k}", f"selling guitar gear line number {k} for beginners", ("music",))
+        for k in range(max(0, advertisers - len(BRANDS)))
+    )
+    query = Query(CONTEXT * context + QUERY.text, QUERY.topic) if context else QUERY
+    return query, (BRANDS + extra)[:advertisers]
+
+
 TARGET_RSS_GIB = 3.0
 
 
@@ -181,8 +210,10 @@ def time_synthetic(prompts: RoundPrompts, m: int, params: SamplingParams, rounds
     """Rounds per second of the synthetic engine on the same shapes, or why it was skipped."""
     if importlib.util.find_spec("market.engines.synthetic") is None:
         return "skipped: market.engines.synthetic is not installed"
+    query = prompts.generator.query
     catalog = Catalog(
-        brand_topics={b.name: ("music",) for b in BRANDS}, query_topics={QUERY: "music"}
+        brand_topics={b.name: b.topics for b in prompts.generator.brands},
+        query_topics={query.text: query.topic},
     )
     try:
         engine = create_engine({"type": "synthetic"}, catalog=catalog)
@@ -222,8 +253,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="prompt style of the round (default: the engine's)",
     )
+    parser.add_argument(
+        "--advertisers", type=int, default=3, help="advertisers listed and scored (3)"
+    )
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help="sentences of user context before the query: a longer shared prefix (0)",
+    )
     args = parser.parse_args(argv)
-    for name in ("candidates", "tokens", "repeats"):
+    if args.context < 0:
+        parser.error("--context must be >= 0")
+    for name in ("candidates", "tokens", "repeats", "advertisers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
     return args
@@ -238,7 +280,8 @@ def main(argv: list[str] | None = None, *, engine=None) -> int:
         engine, load_s, _ = _timed(lambda: create_engine({"type": "hf", "kwargs": kwargs}))
         console.print(f"loaded {engine.info.model} on {engine.info.device} in {load_s:.1f} s")
     style = args.style or prompt_style(engine)
-    prompts = round_prompts(style=style)
+    query, brands = round_inputs(args.advertisers, args.context)
+    prompts = round_prompts(query, brands, style=style)
     params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=args.tokens)
     engine.generate([prompts.generator], 2, SamplingParams(max_new_tokens=2), seed=0)  # warm-up
     seeds = range(1, args.repeats + 1)

@@ -1,10 +1,11 @@
-"""`admarket`: run, sweep, report, replicate, bench, scenarios, dashboard.
+"""`admarket`: run, sweep, report, replicate, study, bench, scenarios, dashboard.
 
 Bad input (a scenario that does not validate, an engine that will not load, a missing, damaged,
 locked or unwritable run folder, bad arguments, a full disk) prints ONE line
-``admarket: error: <message>`` on stderr and exits 2, without a traceback. Ctrl-C during a run
-flushes the completed rounds, says how to resume, and exits 130; SIGTERM does the same and exits
-143.
+``admarket: error: <message>`` on stderr and exits 2, without a traceback; a grid with several bad
+keys or values prints one such line for each. A sweep job that raises prints one line naming its
+cell and seed and exits 1. Ctrl-C during a run or sweep flushes the completed rounds, says how to
+resume, and exits 130; SIGTERM does the same and exits 143.
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ from market.runner import (
     reopen,
 )
 from market.studies import Study
+from market.sweep.backends import BACKENDS
+from market.sweep.errors import JobFailed, SweepError
+from market.sweep.folder import is_sweep_folder
 from scenarios.loader import ScenarioError, list_scenarios, load_scenario
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -111,22 +116,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     run_options(run)
 
-    sweep = commands.add_parser("sweep", help="N replicates (seeds seed..seed+N-1) in one folder")
-    sweep.add_argument("scenario", help="built-in scenario name or YAML file")
-    sweep.add_argument("--seeds", type=int, required=True, help="number of replicates N")
+    sweep = commands.add_parser(
+        "sweep",
+        help="N replicates (seeds seed..seed+N-1) in one run folder, or a grid of parameters",
+    )
+    sweep.add_argument("scenario", nargs="?", help="built-in scenario name or YAML file")
+    sweep.add_argument("--seeds", type=int, help="number of replicates N (per grid cell)")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a grid key and its values, e.g. --grid mechanism.kwargs.tau=0.5,1,2 (repeatable; "
+        "cells are the cartesian product)",
+    )
+    sweep.add_argument("--grid-file", type=Path, metavar="FILE", help="grid as YAML: KEY: [values]")
+    sweep.add_argument(
+        "--workers", type=int, help="processes for a grid sweep (default: the number of cores)"
+    )
+    sweep.add_argument(
+        "--backend", choices=BACKENDS, default="process", help="process pool (default) or ray"
+    )
+    sweep.add_argument("--address", metavar="ADDR", help="Ray cluster address (--backend ray)")
+    sweep.add_argument(
+        "--resume", type=Path, metavar="DIR", help="continue the sweep (or run) in DIR"
+    )
     run_options(sweep)
 
     commands.add_parser("scenarios", help="list the built-in scenarios")
 
-    report = commands.add_parser("report", help="rebuild report.html from a run folder")
+    report = commands.add_parser(
+        "report", help="rebuild report.html of a run folder (sweep.html of a sweep folder)"
+    )
     report.add_argument("run_dir", type=Path)
 
     # These two forward every further argument (--help included) to the command they delegate to.
     commands.add_parser("replicate", help="replicate the MOSAIC paper's figures", add_help=False)
     bench = commands.add_parser(
-        "bench", help="benchmarks: bench engine|market [ARGS]", add_help=False
+        "bench", help="benchmarks: bench engine|market|sweep [ARGS]", add_help=False
     )
-    bench.add_argument("target", choices=("engine", "market"))
+    bench.add_argument("target", choices=("engine", "market", "sweep"))
+    study = commands.add_parser(
+        "study", help="built-in studies: study token_vs_mosaic [ARGS]", add_help=False
+    )
+    study.add_argument("target", choices=("token_vs_mosaic",))
 
     dashboard = commands.add_parser("dashboard", help="watch a market live in the browser")
     dashboard.add_argument(
@@ -148,26 +181,32 @@ def _check_run_args(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--flush-seconds must be a finite number of seconds >= 0, got {args.flush_seconds}"
         )
-    if getattr(args, "seeds", 1) < 1:
+    if getattr(args, "seeds", None) is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.seed is not None and args.seed + getattr(args, "seeds", 1) - 1 > MAX_SEED:
+    n_seeds = getattr(args, "seeds", None) or 1
+    if args.seed is not None and args.seed + n_seeds - 1 > MAX_SEED:
         raise UsageError(
-            f"--seed {args.seed} with --seeds {args.seeds} runs past the largest seed 2^63 - 1; "
+            f"--seed {args.seed} with --seeds {n_seeds} runs past the largest seed 2^63 - 1; "
             "give a smaller --seed"
         )
     if getattr(args, "repair", False) and getattr(args, "resume", None) is None:
         raise UsageError("--repair applies to --resume DIR; add --resume DIR or drop --repair")
 
 
-def _new_folder(
-    args: argparse.Namespace, n_seeds: int, cache: bool
-) -> tuple[RunFolder, Study, EnginePool]:
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides, then ``--seed`` and ``--rounds`` as overrides of the scenario."""
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.rounds is not None:
         overrides.append(f"rounds={args.rounds}")
-    scenario = load_scenario(args.scenario, overrides)
+    return overrides
+
+
+def _new_folder(
+    args: argparse.Namespace, n_seeds: int, cache: bool
+) -> tuple[RunFolder, Study, EnginePool]:
+    scenario = load_scenario(args.scenario, _overrides(args))
     seeds = [scenario.seed + k for k in range(n_seeds)]
     out = args.out or default_run_dir(scenario.name)
     return create(scenario, out, seeds, cache=cache)  # nothing is written for a bad scenario
@@ -188,7 +227,12 @@ def _resumed_folder(args: argparse.Namespace) -> tuple[RunFolder, Study, EngineP
         raise UsageError(
             f"--resume reloads the scenario from the run folder; drop {', '.join(conflicting)}"
         )
-    return reopen(args.resume, rounds=args.rounds, cache=not args.no_cache, repair=args.repair)
+    return reopen(
+        args.resume,
+        rounds=args.rounds,
+        cache=not args.no_cache,
+        repair=getattr(args, "repair", False),
+    )
 
 
 def run_with_progress(
@@ -280,6 +324,132 @@ def _run(args: argparse.Namespace, n_seeds: int, console: Console) -> int:
     return _finish(folder.path, console, build=not args.no_report)
 
 
+def _sweep(args: argparse.Namespace, console: Console) -> int:
+    """``admarket sweep``: a grid sweep (--grid/--grid-file, or --resume of a sweep folder), or
+    N seeds of one scenario in one run folder as `admarket run` writes it (no grid)."""
+    _check_run_args(args)
+    gridded = bool(args.grid or args.grid_file)
+    if args.resume is not None and is_sweep_folder(args.resume):
+        return _grid_sweep(args, console)
+    if args.resume is not None and gridded:
+        raise UsageError(
+            f"--resume {args.resume} is not a sweep folder (no sweep.json): drop --grid and "
+            "--grid-file to continue a run folder, or pass the --out DIR of a grid sweep"
+        )
+    if args.resume is not None or not gridded:
+        flags = [
+            flag
+            for flag, given in (
+                ("--workers", args.workers is not None),
+                ("--backend", args.backend != "process"),
+                ("--address", args.address is not None),
+            )
+            if given
+        ]
+        if flags:
+            raise UsageError(
+                f"{', '.join(flags)} need a grid: add --grid KEY=V1,V2 (one value is a one-cell "
+                "grid) or --grid-file FILE; without a grid the seeds run in one process into one "
+                "run folder"
+            )
+        if args.resume is None and args.seeds is None:
+            raise UsageError("--seeds N is required: the number of replicates (or --resume DIR)")
+        return _run(args, args.seeds or 1, console)
+    if args.scenario is None:
+        raise UsageError("give a SCENARIO (name or YAML file) or --resume DIR")
+    if args.seeds is None:
+        raise UsageError("--seeds N is required: the number of replicates per grid cell")
+    return _grid_sweep(args, console)
+
+
+def _grid_sweep(args: argparse.Namespace, console: Console) -> int:
+    from market import sweep
+
+    backend = sweep.make_backend(args.backend, args.workers, args.address)
+    errors = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("jobs"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=errors,
+        transient=False,
+    )
+    common = {"backend": backend, "cache": not args.no_cache, "flush_seconds": args.flush_seconds}
+    try:
+        if args.resume is not None:  # check everything before the progress bar shows
+            _no_new_settings(args)
+            manifest = sweep.SweepFolder.open(args.resume).manifest
+            name, total = str(manifest["scenario"]), int(manifest["jobs"])
+        else:
+            overrides = _overrides(args)
+            name = load_scenario(args.scenario, overrides).name
+            grid = sweep.build_grid(args.grid, args.grid_file)
+            plan = sweep.plan_sweep(
+                args.scenario,
+                grid,
+                seeds=args.seeds,
+                out=args.out or default_run_dir(f"{name}-sweep"),
+                overrides=overrides,
+                cache=not args.no_cache,
+            )
+            total = plan.jobs
+        backend.start()
+        with progress:
+            task = progress.add_task(f"{name} sweep", total=total)
+            on_job = lambda outcome: progress.advance(task)  # noqa: E731
+            if args.resume is not None:
+                result = sweep.resume_sweep(args.resume, on_job=on_job, **common)
+            else:
+                result = sweep.launch_sweep(plan, on_job=on_job, **common)
+    except sweep.SweepInterrupted as stop:
+        progress.stop()
+        errors.print(
+            f"admarket: interrupted; {stop.finished} of {stop.total} jobs finished in "
+            f"{stop.path}. Resume with: admarket sweep --resume {stop.path}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        backend.close()
+    console.print(
+        f"sweep folder: {result.path} ({result.computed} jobs run, {result.skipped} already "
+        "finished)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    from reports import sweep_report
+
+    if not args.no_report:
+        path = sweep_report.build_sweep_report(result.path)
+        console.print(f"report: {path}", highlight=False, soft_wrap=True)
+    sweep_report.print_sweep_summary(result.path, console)
+    return 0
+
+
+def _no_new_settings(args: argparse.Namespace) -> None:
+    given = [
+        flag
+        for flag, value in (
+            ("SCENARIO", args.scenario),
+            ("--grid", args.grid),
+            ("--grid-file", args.grid_file),
+            ("--seeds", args.seeds is not None),
+            ("--seed", args.seed is not None),
+            ("--rounds", args.rounds is not None),
+            ("--set", args.overrides),
+            ("--out", args.out),
+        )
+        if value
+    ]
+    if given:
+        raise UsageError(f"--resume reloads the sweep from its folder; drop {', '.join(given)}")
+
+
 def _finish(run_dir: Path, console: Console, *, build: bool) -> int:
     import reports
 
@@ -297,6 +467,13 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
     _check_readable(args.run_dir)
     try:
+        if is_sweep_folder(args.run_dir):
+            from reports import sweep_report
+
+            path = sweep_report.build_sweep_report(args.run_dir)
+            console.print(f"report: {path}", highlight=False, soft_wrap=True)
+            sweep_report.print_sweep_summary(args.run_dir, console)
+            return 0
         if _study_of(args.run_dir) == "replication":
             from reports.replication import build_study_report, print_study_summary
 
@@ -359,10 +536,18 @@ def _delegate(args: argparse.Namespace, forwarded: list[str]) -> int:
         from market import replicate
 
         return int(replicate.main(forwarded) or 0)
+    if args.command == "study":
+        from market import token_vs_mosaic_cli
+
+        return int(token_vs_mosaic_cli.main(forwarded) or 0)
     if args.target == "engine":
         from benchmarks import engine
 
         return int(engine.main(forwarded) or 0)
+    if args.target == "sweep":
+        from benchmarks import sweep
+
+        return int(sweep.main(forwarded) or 0)
     from benchmarks import market
 
     return int(market.main(forwarded) or 0)
@@ -373,14 +558,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         args, forwarded = _parser().parse_known_args(argv)
-        if args.command in ("replicate", "bench"):
+        if args.command in ("replicate", "bench", "study"):
             return _delegate(args, forwarded)
         if forwarded:
             raise UsageError(f"unrecognized arguments: {' '.join(forwarded)}")
         if args.command == "run":
             return _run(args, 1, console)
         if args.command == "sweep":
-            return _run(args, args.seeds, console)
+            return _sweep(args, console)
         if args.command == "scenarios":
             return _scenarios(console)
         if args.command == "dashboard":
@@ -388,6 +573,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_dashboard(args.scenario, args.host, args.port)
         return _report(args, console)
+    except JobFailed as err:
+        print(f"admarket: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    except SweepError as err:
+        for line in err.lines:
+            print(f"admarket: error: {_one_line(line)}", file=sys.stderr)
+        return EXIT_USAGE
     except (UsageError, ScenarioError, EngineError, RunError, DashboardError) as err:
         print(f"admarket: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE

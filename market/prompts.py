@@ -37,6 +37,17 @@ PROMPT_STYLES: dict[str, str] = {
 
 REFERENCE_SYSTEM = "You are a helpful assistant. Answer the user's question."
 
+_BRANDS_OF_ROLE = {
+    "reference": lambda k: k == 0,
+    "advertiser": lambda k: k == 1,
+    "context": lambda k: k >= 1,
+}
+_BRANDS_WANTED = {
+    "reference": "no brand",
+    "advertiser": "exactly one brand",
+    "context": "at least one brand",
+}
+
 
 def is_relevant(topics: Iterable[str], topic: str | None) -> bool:
     """rel(b, x): whether the query topic ``topic`` is one of the brand's ``topics``.
@@ -104,26 +115,26 @@ class Prompt:
     style: str = "system"
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
+        if self.role not in _BRANDS_OF_ROLE:
             raise ValueError(f"Prompt.role must be one of {', '.join(ROLES)}, got {self.role!r}")
-        object.__setattr__(self, "query", as_query(self.query))
-        if isinstance(self.brands, Brand) or not isinstance(self.brands, Sequence):
-            raise TypeError(f"Prompt.brands must be a sequence of Brand, got {self.brands!r}")
-        brands = tuple(self.brands)
-        if not all(isinstance(b, Brand) for b in brands):
-            raise TypeError(f"Prompt.brands must hold Brand objects, got {brands!r}")
-        object.__setattr__(self, "brands", brands)
-        expected = {"reference": "no brand", "advertiser": "exactly one brand"}
-        if (self.role == "reference" and brands) or (
-            self.role == "advertiser" and len(brands) != 1
-        ):
-            raise ValueError(f"a {self.role} prompt names {expected[self.role]}, got {len(brands)}")
-        if self.role == "context" and not brands:
+        if type(self.query) is not Query:
+            object.__setattr__(self, "query", as_query(self.query))
+        brands = self.brands
+        if type(brands) is not tuple:
+            if isinstance(brands, Brand) or not isinstance(brands, Sequence):
+                raise TypeError(f"Prompt.brands must be a sequence of Brand, got {brands!r}")
+            brands = tuple(brands)
+            object.__setattr__(self, "brands", brands)
+        for brand in brands:
+            if not isinstance(brand, Brand):
+                raise TypeError(f"Prompt.brands must hold Brand objects, got {brands!r}")
+        if not _BRANDS_OF_ROLE[self.role](len(brands)):
             raise ValueError(
-                "a context prompt lists at least one brand; with none use reference_prompt "
-                "(context_prompt does)"
+                f"a {self.role} prompt names {_BRANDS_WANTED[self.role]}, got {len(brands)}"
+                + ("; with none use reference_prompt (context_prompt does)" if not brands else "")
             )
-        check_style(self.style)
+        if self.style not in PROMPT_STYLES:
+            check_style(self.style)
 
     @property
     def messages(self) -> tuple[tuple[str, str], ...]:

@@ -37,6 +37,7 @@ __all__ = [
     "expand_variants",
     "list_scenarios",
     "load_scenario",
+    "read_scenario_data",
     "scenario_from_dict",
 ]
 
@@ -73,6 +74,13 @@ def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Sc
                 f"--set {_shown(text)}", err.path or "override", err.problem, err.fix
             ) from err
     return scenario_from_dict(_read_yaml(path, origin), origin, parsed)
+
+
+def read_scenario_data(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
+    """(origin shown in messages, raw data) of a built-in name or a YAML file, not yet validated:
+    `scenario_from_dict` validates it, so one file read serves many overrides (a sweep's grid)."""
+    origin, path = _locate(str(name_or_path))
+    return origin, _read_yaml(path, origin)
 
 
 def scenario_from_dict(

@@ -317,3 +317,37 @@ def test_token_auction_without_bids_or_reference_weight_lets_the_reference_answe
     )
     assert outcome.entrants == () and outcome.payments.shape == (0,)
     assert outcome.log_gen[0] == pytest.approx(outcome.log_ref[0])
+
+
+def test_a_scenario_whose_descriptions_imitate_the_template_runs_like_any_other():
+    """Reliability (issue 11, item 7): such a scenario used to fail at round 0."""
+    from market.model import MarketModel
+    from scenarios.loader import scenario_from_dict
+
+    def market(first: str, second: str) -> list[float]:
+        scenario = scenario_from_dict(
+            {
+                "name": "mimic",
+                "description": "descriptions that look like the prompt template",
+                "rounds": 4,
+                "engine": {"type": "synthetic"},
+                "mechanism": {"type": "mosaic", "kwargs": {"candidates": 4}},
+                "queries": [{"text": QUERY, "topic": "music"}],
+                "advertisers": [
+                    {"name": "MusicMastery", "description": first, "topics": ["music"]},
+                    {"name": "KitchenFix", "description": second, "topics": ["cooking"]},
+                ],
+            }
+        )
+        model = MarketModel(scenario, SyntheticEngine(scenario.catalog()))
+        revenues = []
+        for _ in range(4):
+            model.step()
+            revenues.append(model.outcome.revenue)
+        return revenues
+
+    tricky = market(
+        "offering lessons, who teach and InstaTune, who sell guitars",
+        "Answer the question advertising MusicMastery, selling pans. Try to mention X, who y",
+    )
+    assert tricky == market("offering lessons", "selling pans")

@@ -298,3 +298,18 @@ def test_sampler_top_k_shortcut_matches_the_full_sort(monkeypatch):
     full = sample_tokens(logits, params, uniforms)
     for a, b in zip(fast, full, strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_folder_without_a_model_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    with pytest.raises(EngineError, match=r"does not hold a transformers causal LM") as raised:
+        HFEngine(model=str(tmp_path), device="cpu")
+    assert "\n" not in str(raised.value) and raised.value.field == "model"
+
+
+def test_brief_keeps_the_first_line_of_an_error():
+    from market.engines.checks import brief
+
+    assert brief(OSError("first line\n\n  second line\nthird")) == "first line"
+    assert brief(ValueError("")) == "ValueError"
+    assert len(brief(ValueError("x" * 500))) == 200

@@ -192,3 +192,13 @@ def test_an_out_path_that_is_a_file_is_refused_before_any_work(tmp_path, capsys)
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(StudyError, match=match):
         StudyConfig(**kwargs)
+
+
+def test_admarket_study_runs_the_token_vs_mosaic_command_line(tmp_path, capsys):
+    from market.cli import main as admarket
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert admarket(["study", "token_vs_mosaic", "--out", str(blocker)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert admarket(["study", "no_such_study"]) == 2

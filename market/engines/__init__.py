@@ -7,6 +7,13 @@
 
 Engine classes are imported only when built, so importing this package never imports torch: the
 synthetic engine and the mechanisms work without paying for it.
+
+Layout: `base` (the protocol, `SamplingParams`, `Candidate`, `EngineInfo`, `EngineError`; the
+structured `Prompt` comes from `market.prompts`); one adapter per engine — `hf` (loading,
+sampling, scoring), `vllm`, `synthetic` (world model, engine, exact oracle); torch-free code they
+share — `checks` (argument checks) and `chat` (chat-template rendering, the prompts' shared
+prefix, the measured default prompt style); and wrappers beside the protocol — `cache` (SQLite
+call cache) and `timing` (wall time inside the engine).
 """
 
 from __future__ import annotations

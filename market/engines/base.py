@@ -9,7 +9,9 @@ make one call, read the results):
 - ``score(prompts, replies)``: the matrix log π(reply | prompt), reply tokens only;
 - ``next_token_logprobs(prompts, prefixes)``: next-token log-distributions, for the token auction.
 
-Engines never import mesa; the market never imports torch.
+Prompts are structured (`market.prompts.Prompt`: role, query, brands, style); an engine renders
+or reads them, and never parses text back. Engines never import mesa; the market never imports
+torch.
 """
 
 from __future__ import annotations

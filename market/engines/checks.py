@@ -14,6 +14,13 @@ from market.engines.base import Candidate, EngineError, Prompt, SamplingParams
 from market.prompts import PROMPT_STYLES
 
 
+def brief(error: BaseException, limit: int = 200) -> str:
+    """An exception as one short line (its first non-empty line), for one-line error messages."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_prompts(prompts: Sequence[Prompt], argument: str = "prompts") -> list[Prompt]:
     """A non-empty list of `Prompt`."""
     if isinstance(prompts, (str, Prompt)) or not isinstance(prompts, Sequence):
@@ -72,7 +79,7 @@ def check_prefixes(prompts: list[Prompt], prefixes: Sequence[Sequence[int]]) -> 
     try:
         return [[int(t) for t in prefix] for prefix in prefixes]
     except (TypeError, ValueError) as exc:
-        raise EngineError(f"prefixes must hold integer token ids ({exc})") from exc
+        raise EngineError(f"prefixes must hold integer token ids ({brief(exc)})") from exc
 
 
 def check_prompt_style(style: object, default: str) -> str:

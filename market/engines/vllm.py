@@ -33,6 +33,7 @@ import numpy as np
 from market.engines.base import Candidate, EngineError, EngineInfo, Prompt, SamplingParams
 from market.engines.chat import default_prompt_style, render_chat
 from market.engines.checks import (
+    brief,
     check_generate_args,
     check_prefixes,
     check_prompt_style,
@@ -92,7 +93,7 @@ class VLLMEngine:
         try:
             import vllm
         except ImportError as exc:
-            raise EngineError(f"vllm is not importable ({exc}): {VLLM_INSTALL}") from exc
+            raise EngineError(f"vllm is not importable ({brief(exc)}): {VLLM_INSTALL}") from exc
         self._vllm = vllm
         name = os.fspath(embedded_model_folder()[0] if model is None else model)
         try:
@@ -109,11 +110,11 @@ class VLLMEngine:
         except TypeError as exc:
             raise EngineError(
                 f"this vllm ({getattr(vllm, '__version__', '?')}) lacks logprobs_mode, needed for "
-                f"exact proposal log-probabilities ({exc}): pip install 'vllm>=0.10.2'"
+                f"exact proposal log-probabilities ({brief(exc)}): pip install 'vllm>=0.10.2'"
             ) from exc
         except (OSError, ValueError, RuntimeError) as exc:
             raise EngineError(
-                f"vllm could not load model {name!r} ({exc}): pass a local folder, or a hub id "
+                f"vllm could not load model {name!r} ({brief(exc)}): pass a local folder, or a hub id "
                 "reachable from this machine"
             ) from exc
         self.tokenizer = self.llm.get_tokenizer()

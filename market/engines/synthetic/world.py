@@ -367,8 +367,5 @@ class World:
     @staticmethod
     def table_key(prompt: Prompt) -> tuple:
         """What the table of a prompt depends on (descriptions and style do not matter)."""
-        return (
-            prompt.role,
-            prompt.query,
-            tuple((b.name, b.topics) for b in prompt.brands),
-        )
+        query = prompt.query
+        return (prompt.role, query.text, query.topic, *[(b.name, b.topics) for b in prompt.brands])
