@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from market.cli_sweep import grid_sweep
+from market.cli_sweep import grid_sweep, regime_map_report
 from market.cli_usage import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -157,9 +157,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("target", choices=("engine", "market", "sweep"))
     study = commands.add_parser(
-        "study", help="built-in studies: study token_vs_mosaic [ARGS]", add_help=False
+        "study",
+        help="built-in studies: study token_vs_mosaic|free_riding_map [ARGS]",
+        add_help=False,
     )
-    study.add_argument("target", choices=("token_vs_mosaic",))
+    study.add_argument("target", choices=("token_vs_mosaic", "free_riding_map"))
 
     dashboard = commands.add_parser("dashboard", help="watch a market live in the browser")
     dashboard.add_argument(
@@ -375,6 +377,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
             path = sweep_report.build_sweep_report(args.run_dir)
             console.print(f"report: {path}", highlight=False, soft_wrap=True)
             sweep_report.print_sweep_summary(args.run_dir, console)
+            regime_map_report(args.run_dir, console)
             return 0
         if _study_of(args.run_dir) == "replication":
             from reports.replication import build_study_report, print_study_summary
@@ -440,6 +443,10 @@ def _delegate(args: argparse.Namespace, forwarded: list[str]) -> int:
         from market import replicate
 
         return int(replicate.main(forwarded) or 0)
+    if args.command == "study" and args.target == "free_riding_map":
+        from market import regime_map_cli
+
+        return int(regime_map_cli.main(forwarded) or 0)
     if args.command == "study":
         from market import token_vs_mosaic_cli
 

@@ -7,6 +7,7 @@ folder; plain ``sweep --seeds N`` stays a run of N seeds in one run folder.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -89,7 +90,18 @@ def grid_sweep(args: argparse.Namespace, console: Console) -> int:
         path = sweep_report.build_sweep_report(result.path)
         console.print(f"report: {path}", highlight=False, soft_wrap=True)
     sweep_report.print_sweep_summary(result.path, console)
+    if not args.no_report:
+        regime_map_report(result.path, console)
     return 0
+
+
+def regime_map_report(path: Path, console: Console) -> None:
+    """A free-riding regime map's own page (`reports.regime_map`), beside sweep.html."""
+    from reports import regime_map
+
+    if regime_map.is_regime_map(path):
+        regime_map.build_regime_map(path)
+        regime_map.print_regime_summary(path, console)
 
 
 def no_new_settings(args: argparse.Namespace) -> None:

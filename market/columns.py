@@ -222,9 +222,42 @@ INSTANCES = TableSpec(
             pa.float64(),
             "Σ_i (allocation · r_i − softmax(β_-i) · r_i) on the same candidates (Fig. 1b, eq. 15)",
         ),
-        Column("utility_offset", pa.float64(), "Σ_i utility with the offset C_i (Fig. 4)"),
         Column(
-            "utility_no_offset", pa.float64(), "Σ_i utility under Rochet payments, C_i = 0 (eq. 13)"
+            "normalized_reward_absent_prompt",
+            pa.float64(),
+            "Σ_i (allocation · r_i − her reward absent from the prompt): Fig. 1b's normalisation "
+            "(NaN off the synthetic engine)",
+        ),
+        Column(
+            "utility_offset",
+            pa.float64(),
+            "Σ_i utility (E[r] − p) with the offset C_i (raw, eq. 5)",
+        ),
+        Column(
+            "utility_no_offset",
+            pa.float64(),
+            "Σ_i utility (E[r] − p) under Rochet payments, C_i = 0 (raw, eq. 13)",
+        ),
+        Column(
+            "utility_gain_offset",
+            pa.float64(),
+            "Σ_i utility gain with the offset: utility − softmax(β_-i) · r_i (Fig. 4, eq. 15)",
+        ),
+        Column(
+            "utility_gain_no_offset",
+            pa.float64(),
+            "Σ_i utility gain with C_i = 0, same candidates (Fig. 4, eq. 15)",
+        ),
+        Column(
+            "utility_gain_offset_absent_prompt",
+            pa.float64(),
+            "Σ_i utility gain with the offset, counterfactual absent from the prompt (NaN off "
+            "the synthetic engine)",
+        ),
+        Column(
+            "utility_gain_no_offset_absent_prompt",
+            pa.float64(),
+            "Σ_i utility gain with C_i = 0, counterfactual absent from the prompt",
         ),
         Column("revenue_offset", pa.float64(), "Σ_i payment with the offset (Fig. 2)"),
         Column("revenue_no_offset", pa.float64(), "Σ_i payment with C_i = 0"),
@@ -250,8 +283,45 @@ STUDY_ADVERTISERS = TableSpec(
         Column(
             "contribution", pa.float64(), "expected_reward − expected_reward_without (Figs. 5/6)"
         ),
-        Column("utility_offset", pa.float64(), "expected_reward − payment_offset"),
-        Column("utility_no_offset", pa.float64(), "expected_reward − payment_no_offset"),
+        Column(
+            "expected_reward_absent_prompt",
+            pa.float64(),
+            "her reward had she stayed out of the auction and the context prompt: the others' "
+            "allocation over candidates regenerated without her (Fig. 1b; NaN off synthetic)",
+        ),
+        Column(
+            "contribution_absent_prompt",
+            pa.float64(),
+            "expected_reward − expected_reward_absent_prompt (Fig. 1b's normalized reward)",
+        ),
+        Column(
+            "utility_offset", pa.float64(), "utility (E[r] − p): expected_reward − payment_offset"
+        ),
+        Column(
+            "utility_no_offset",
+            pa.float64(),
+            "utility (E[r] − p): expected_reward − payment_no_offset",
+        ),
+        Column(
+            "utility_gain_offset",
+            pa.float64(),
+            "utility_offset − expected_reward_without: gain from participation (Figs. 4–7, eq. 15)",
+        ),
+        Column(
+            "utility_gain_no_offset",
+            pa.float64(),
+            "utility_no_offset − expected_reward_without (Figs. 4–7, eq. 15)",
+        ),
+        Column(
+            "utility_gain_offset_absent_prompt",
+            pa.float64(),
+            "utility_offset − expected_reward_absent_prompt",
+        ),
+        Column(
+            "utility_gain_no_offset_absent_prompt",
+            pa.float64(),
+            "utility_no_offset − expected_reward_absent_prompt",
+        ),
         Column("payment_offset", pa.float64(), "p_i with the offset (Sec. 5.3)"),
         Column("payment_no_offset", pa.float64(), "p_i + C_i: the Rochet payment (eq. 13)"),
         Column("offset", pa.float64(), "C_i = −τ·logsumexp(β_-i)"),
@@ -291,8 +361,45 @@ OPTIMA = TableSpec(
     ),
 )
 
+CONVERGENCE = TableSpec(
+    "convergence",
+    "instance × generator × sampler × M (synthetic engine; market/studies/convergence.py)",
+    (
+        Column("instance", pa.int64(), "index of the instance"),
+        Column("query", pa.string(), "the user query x"),
+        Column("advertisers", pa.string(), "the instance's two advertisers, `A + B`"),
+        Column("generator", pa.string(), "variant: `context` (π_con) or `baseline` (π_ref)"),
+        Column(
+            "sampler",
+            pa.string(),
+            "`study` (the scenario's sampling) or `top_p=1` (same temperature, full support)",
+        ),
+        Column("temperature", pa.float64(), "the sampler's temperature"),
+        Column("top_p", pa.float64(), "the sampler's top-p"),
+        Column("M", pa.int64(), "candidates"),
+        Column(
+            "tv",
+            pa.float64(),
+            "TV(π_r, π_M), π_M the exact distribution of the returned reply (Thm. A.1)",
+        ),
+        Column(
+            "tv_floor",
+            pa.float64(),
+            "1 − π_r(S), S the sampler's support: TV's limit as M → ∞ (0 for top_p = 1)",
+        ),
+        Column(
+            "logp_induced", pa.float64(), "E_{y~π_M}[log π_r(y)]: the returned reply's (Fig. 1a)"
+        ),
+        Column("logp_optimal", pa.float64(), "E_{y~π_r}[log π_r(y)] = −H(π_r): a draw from π_r"),
+        Column(
+            "logp_limit", pa.float64(), "E_{y~π_r restricted to S}[log π_r(y)]: the M → ∞ limit"
+        ),
+        Column("mass_error", pa.float64(), "|Σ_y π_M(y) − 1|: the quadrature's accuracy"),
+    ),
+)
+
 REPLICATION_TABLES: dict[str, TableSpec] = {
-    t.name: t for t in (INSTANCES, STUDY_ADVERTISERS, CANDIDATES, OPTIMA)
+    t.name: t for t in (INSTANCES, STUDY_ADVERTISERS, CANDIDATES, OPTIMA, CONVERGENCE)
 }
 
 # Every table of every study, by the name docs/*.md sections use.

@@ -19,21 +19,31 @@ from market.columns import REPLICATION_TABLES
 from market.runfolder import read_table
 from reports.replication_figures import build_study_figures
 from reports.replication_report import (
-    contribution_fits,
+    convergence_summary,
     shape_checks,
     summary_table,
-    tv_summary,
-    tv_table,
     write_study_html,
 )
+from reports.replication_tables import COUNTERFACTUALS, gain_table
 
-TABLES = tuple(REPLICATION_TABLES)
+# Every replication folder has these; ``convergence`` only where it was computed (synthetic).
+TABLES = ("instances", "advertisers", "candidates", "optima")
+OPTIONAL = tuple(n for n in REPLICATION_TABLES if n not in TABLES)
+# The gain table of each counterfactual (`reports.replication_tables`); ``tables.csv`` is eq. 15's.
+TABLE_FILES = {
+    "same_candidates": "tables.csv",
+    "absent_from_prompt": "tables_absent_from_prompt.csv",
+}
+
+
+def _has_table(out: Path, name: str) -> bool:
+    return (out / name).is_dir() or (out / f"{name}.parquet").is_file()
 
 
 def build_study_report(out_dir: str | Path) -> Path:
     """figures/*.png and replication.html from a replication run folder's files alone."""
     out = Path(out_dir)
-    missing = [n for n in TABLES if not ((out / n).is_dir() or (out / f"{n}.parquet").is_file())]
+    missing = [n for n in TABLES if not _has_table(out, n)]
     if missing or not (out / "meta.json").is_file():
         raise FileNotFoundError(
             f"{out} is not a replication folder (missing {missing or ['meta.json']}); "
@@ -45,8 +55,12 @@ def build_study_report(out_dir: str | Path) -> Path:
     exact = bool(optima["exact"].all())
     summary = summary_table(instances)
     m_max = int(instances["M"].max())
-    fits = contribution_fits(advertisers, m_max)
-    tv = tv_summary(tv_table(candidates, int(facts_of_study["seeds"]))) if exact else None
+    gains = {name: gain_table(advertisers, name) for name in COUNTERFACTUALS}
+    gains = {name: table for name, table in gains.items() if not table.empty}
+    convergence = None
+    if all(_has_table(out, n) for n in OPTIONAL):
+        rows = read_table(out, "convergence")
+        convergence = convergence_summary(rows) if len(rows) else None
     if exact:
         benchmarks = {
             "optimal_logp": float(optima["optimal_logp"].mean()),
@@ -59,10 +73,12 @@ def build_study_report(out_dir: str | Path) -> Path:
         ]
         benchmarks = {"reference_logp": float(pools["log_ref"].mean()) if len(pools) else np.nan}
     figures = build_study_figures(
-        out / "figures", summary, fits, advertisers, benchmarks, tv, exact
+        out / "figures", summary, gains, advertisers, benchmarks, convergence, exact
     )
-    checks = shape_checks(summary, fits, tv, benchmarks)
+    checks = shape_checks(summary, gains, convergence, benchmarks)
     summary.to_csv(out / "summary.csv", index=False)
+    for name, table in gains.items():
+        table.to_csv(out / TABLE_FILES[name], index=False)
     checks.to_csv(out / "checks.csv", index=False)
     study = facts_of_study
     engine = next(iter(meta["engines"].values()), {})
@@ -84,13 +100,35 @@ def build_study_report(out_dir: str | Path) -> Path:
     notes = [
         "Candidate sets are nested: the M_max candidates of an (instance, seed, generator) are "
         "drawn once and each M uses the first M of them, so curves over M share randomness.",
-        "Normalized reward = allocation·r_i − softmax(β_-i)·r_i on the same candidates (the "
-        "MOSAIC outcome's expected_reward_without), not the paper's footnote-5 estimate.",
+        "Figs. 4–7, the IR check and every Pearson r / slope / R² use the utility gain from "
+        "participation (App. C.4): utility minus her reward when she stays out. tables.csv uses "
+        "the same-candidates counterfactual (eq. 15: the allocation without her report, "
+        "softmax(β_-i)·r_i), under which the gain with the offset is ≥ 0 by Jensen's inequality."
+        " The raw utility E[r] − p is kept, labelled as such; below 0 it says nothing about IR, "
+        "because staying out is not worth 0.",
     ]
+    if "absent_from_prompt" in gains:
+        notes.append(
+            "tables_absent_from_prompt.csv uses the counterfactual in which she is absent from the"
+            " context prompt too: the candidates regenerated without her (same engine seed, so "
+            "the reference generator's candidates are unchanged) and the others' allocation over "
+            "them — the paper's Fig. 1b normalisation, which its footnote 5 estimates. IR is not "
+            "a theorem there."
+        )
     if exact:
         notes.append(
             "Synthetic engine: π_r is exact over each instance's whole support "
             f"({int(optima['support_size'].iloc[0])} replies)."
+        )
+    if convergence is not None:
+        notes.append(
+            "Fig. 1a is also computed exactly: the distribution π_M of the reply MOSAIC returns "
+            "from M candidates (market/studies/convergence.py, a one-dimensional integral over "
+            "the enumerated support), for the study's sampler and for the same temperature with "
+            "top_p = 1. Theorem A.1's convergence π_M → π_r needs π_ref ≪ π_gen: under top-p < 1 "
+            "TV(π_r, π_M) is floored at 1 − π_r(support of the sampler), which it reaches; only "
+            "the top_p = 1 panel converges to 0. A reply drawn from π_r has E[log π_r] = −H(π_r):"
+            ' that level, not "higher", is what the returned reply\'s log π_r is compared with.'
         )
     else:
         notes.append(
@@ -100,7 +138,15 @@ def build_study_report(out_dir: str | Path) -> Path:
     scenario_path = out / "scenario.yaml"
     scenario_text = scenario_path.read_text(encoding="utf-8") if scenario_path.is_file() else ""
     return write_study_html(
-        out / "replication.html", facts, notes, figures, summary, checks, fits, tv, scenario_text
+        out / "replication.html",
+        facts,
+        notes,
+        figures,
+        summary,
+        checks,
+        gains,
+        convergence,
+        scenario_text,
     )
 
 

@@ -39,6 +39,7 @@ REPLICATION_TABLES = {
     "advertisers": ["instance", "seed", "generator", "M"],
     "candidates": ["instance", "seed", "generator", "M"],
     "optima": ["instance"],
+    "convergence": ["instance", "generator", "sampler", "M"],
 }
 
 

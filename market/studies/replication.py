@@ -27,20 +27,26 @@ The optimal distribution π_r(y|x) ∝ π_ref(y|x)·exp(Σ_i r_i(x, y)/τ) (eq. 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from market.auction import Bidder, RoundOutcome, rewards_from_scores, run_round
+from market.auction import Bidder, run_round
 from market.columns import REPLICATION_TABLES, TableSpec
 from market.engines.base import Catalog, Engine, SamplingParams
 from market.engines.nested import NestedCandidates
 from market.engines.pool import EnginePool
 from market.mechanisms import MosaicMechanism
-from market.mechanisms.mosaic import logsumexp, optimal_distribution
-from market.prompts import Brand, advertiser_prompt, reference_prompt
+from market.prompts import Brand
+from market.studies.counterfactual import absent_from_prompt_rewards
+from market.studies.optimum import ExactOptimum, exact_optimum, sampler_distances
+from market.studies.replication_rows import (
+    convergence_rows,
+    optimum_row,
+    round_rows,
+)
 from scenarios.loader import expand_variants
 
 
@@ -87,6 +93,7 @@ class StudySettings:
     tau: float
     sampling: SamplingParams
     generators: tuple[Generator, ...]
+    convergence_m: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.m_grid or any(m < 1 for m in self.m_grid):
@@ -95,24 +102,18 @@ class StudySettings:
             raise ValueError(f"m_grid must be strictly increasing, got {self.m_grid}")
         if self.n_seeds < 1:
             raise ValueError(f"n_seeds must be >= 1, got {self.n_seeds}")
+        if any(m < 1 for m in self.convergence_m):
+            raise ValueError(
+                f"convergence_m must list candidate counts >= 1, got {self.convergence_m}"
+            )
 
     @property
     def m_max(self) -> int:
         return self.m_grid[-1]
 
 
-@dataclass(frozen=True)
-class ExactOptimum:
-    """π_r of one instance over the engine's whole support (synthetic engine only).
-
-    ``log_z`` = log Σ_y π_ref(y)·exp(r(y)/τ); ``optimal_logp`` = E_{y~π_r}[log π_r(y)];
-    ``reference_logp`` = E_{y~π_ref}[log π_ref(y)] (footnote 4's proxy, here exact).
-    """
-
-    log_z: float
-    optimal_logp: float
-    reference_logp: float
-    support_size: int
+# Fig. 1a's exact curves run to M = 2 ** CONVERGENCE_LOG2_MAX (no sampling: cheap at any M).
+CONVERGENCE_LOG2_MAX = 12
 
 
 def default_m_grid(m_max: int) -> tuple[int, ...]:
@@ -175,95 +176,6 @@ def study_instances(scenario: Any, n_queries: int | None = None) -> list[Instanc
     ]
 
 
-def exact_optimum(engine: Engine, instance: Instance, tau: float) -> ExactOptimum | None:
-    """π_r over the full support of a synthetic engine (eq. 2 / 17); None for other engines."""
-    support_logprobs = getattr(engine, "support_logprobs", None)
-    if support_logprobs is None:
-        return None
-    prompts = [reference_prompt(instance.query)] + [
-        advertiser_prompt(instance.query, b) for b in instance.brands
-    ]
-    scores = np.asarray(support_logprobs(prompts), dtype=float)
-    log_ref = scores[0]
-    total = rewards_from_scores(np.asarray(instance.values, float), scores[1:], log_ref).sum(axis=0)
-    pi_r = optimal_distribution(log_ref, total, tau)
-    return ExactOptimum(
-        log_z=float(logsumexp(log_ref + total / tau)),
-        optimal_logp=_expected_log(pi_r, np.log(pi_r, where=pi_r > 0, out=np.zeros_like(pi_r))),
-        reference_logp=_expected_log(np.exp(log_ref), log_ref),
-        support_size=int(log_ref.size),
-    )
-
-
-def _expected_log(p: np.ndarray, logp: np.ndarray) -> float:
-    """Σ_y p(y) log p(y), with 0·log 0 = 0."""
-    return float(np.sum(np.where(p > 0, p * np.where(p > 0, logp, 0.0), 0.0)))
-
-
-def _rows(
-    outcome: RoundOutcome, keys: dict, tau: float, log_z: float
-) -> tuple[dict, list[dict], list[dict]]:
-    """One instance row, its advertiser rows and its candidate rows from a MOSAIC outcome.
-
-    The mechanism runs with the offset; plain Rochet payments (C_i = 0) differ by C_i alone
-    (eq. 13), so utility without offset = utility − C_i and payment = payment + C_i.
-    """
-    log_pi_r = outcome.log_ref + outcome.rewards.sum(axis=0) / tau - log_z
-    allocation = outcome.allocation
-    utilities = outcome.utilities
-    offsets = outcome.offsets
-    mentioned = set(outcome.mentioned)
-    row = {
-        **keys,
-        "logp_optimal": float(np.sum(np.where(allocation > 0, allocation * log_pi_r, 0.0))),
-        "logp_optimal_returned": float(log_pi_r[outcome.returned]),
-        "logp_reference": float(np.sum(allocation * outcome.log_ref)),
-        "usefulness": outcome.usefulness,
-        "expected_reward": float(outcome.expected_rewards.sum()),
-        "normalized_reward": float(
-            (outcome.expected_rewards - outcome.expected_rewards_without).sum()
-        ),
-        "utility_offset": float(utilities.sum()),
-        "utility_no_offset": float((utilities - offsets).sum()),
-        "revenue_offset": outcome.revenue,
-        "revenue_no_offset": float((outcome.payments + offsets).sum()),
-        "ess": outcome.ess,
-        "mentions": len(mentioned),
-        "reply_tokens": outcome.reply_tokens,
-        "reply_text": outcome.reply.text,
-    }
-    advertisers = [
-        {
-            **keys,
-            "advertiser": name,
-            "expected_reward": float(outcome.expected_rewards[i]),
-            "expected_reward_without": float(outcome.expected_rewards_without[i]),
-            "contribution": float(
-                outcome.expected_rewards[i] - outcome.expected_rewards_without[i]
-            ),
-            "utility_offset": float(utilities[i]),
-            "utility_no_offset": float(utilities[i] - offsets[i]),
-            "payment_offset": float(outcome.payments[i]),
-            "payment_no_offset": float(outcome.payments[i] + offsets[i]),
-            "offset": float(offsets[i]),
-            "mentioned": name in mentioned,
-        }
-        for i, name in enumerate(outcome.entrants)
-    ]
-    candidates = [
-        {
-            **keys,
-            "candidate": j,
-            "reply": " ".join(map(str, c.token_ids)),
-            "allocation": float(allocation[j]),
-            "log_ref": float(outcome.log_ref[j]),
-            "log_pi_r": float(log_pi_r[j]),
-        }
-        for j, c in enumerate(outcome.candidates)
-    ]
-    return row, advertisers, candidates
-
-
 class ReplicationReplicate:
     """One generator under one root seed: round r is instance r // S at seed index r % S."""
 
@@ -296,12 +208,42 @@ class ReplicationReplicate:
         self.engine = engine
         optimum = self._optimum_of(instance, engine)
         rows: dict[str, list[dict]] = {name: [] for name in self.study.tables}
+        instance_keys = {
+            "instance": instance.index,
+            "query": instance.query,
+            "advertisers": instance.label,
+        }
         if self.generator_index == 0 and seed_index == 0:
-            rows["optima"].append(_optimum_row(instance, optimum))
+            rows["optima"].append(optimum_row(instance_keys, optimum))
+        if seed_index == 0 and optimum is not None and self.study.exact_sampler:
+            for name, sampling in self.study.samplers().items():
+                distances = sampler_distances(
+                    engine,
+                    instance,
+                    self.generator.generator,
+                    sampling,
+                    optimum,
+                    settings.convergence_m,
+                )
+                keys = {**instance_keys, "generator": self.generator.name, "sampler": name}
+                rows["convergence"].extend(convergence_rows(keys, sampling, distances))
         log_z = optimum.log_z if optimum else 0.0
         engine_seed = np.random.SeedSequence([self.seed, instance.index, seed_index])
         nested = NestedCandidates(engine, settings.m_max)
-        for m in settings.m_grid:
+        round_seed = int(engine_seed.generate_state(1)[0])
+        if self.study.absent_prompt:
+            absent = absent_from_prompt_rewards(
+                nested,
+                MosaicMechanism(tau=settings.tau, generator=self.generator.generator),
+                instance.query,
+                instance.bidders(),
+                settings.sampling,
+                round_seed,
+                settings.m_grid,
+            )
+        else:
+            absent = np.full((len(settings.m_grid), len(instance.brands)), np.nan)
+        for row_index, m in enumerate(settings.m_grid):
             mechanism = MosaicMechanism(
                 tau=settings.tau, offset=True, generator=self.generator.generator, candidates=m
             )
@@ -312,7 +254,7 @@ class ReplicationReplicate:
                 instance.query,
                 instance.bidders(),
                 settings.sampling,
-                seed=int(engine_seed.generate_state(1)[0]),
+                seed=round_seed,
                 rng=np.random.default_rng(np.random.SeedSequence(reply_seed)),
             )
             keys = {
@@ -324,7 +266,9 @@ class ReplicationReplicate:
                 "generator": self.generator.name,
                 "M": m,
             }
-            row, advertisers, candidates = _rows(outcome, keys, settings.tau, log_z)
+            row, advertisers, candidates = round_rows(
+                outcome, keys, settings.tau, log_z, absent[row_index]
+            )
             rows["instances"].append(row)
             rows["advertisers"].extend(advertisers)
             rows["candidates"].extend(candidates)
@@ -343,19 +287,6 @@ class ReplicationReplicate:
 
     def close(self) -> None:
         self._rows = {name: [] for name in self.study.tables}
-
-
-def _optimum_row(instance: Instance, optimum: ExactOptimum | None) -> dict:
-    return {
-        "instance": instance.index,
-        "query": instance.query,
-        "advertisers": instance.label,
-        "exact": optimum is not None,
-        "log_z": optimum.log_z if optimum else np.nan,
-        "optimal_logp": optimum.optimal_logp if optimum else np.nan,
-        "reference_logp": optimum.reference_logp if optimum else np.nan,
-        "support_size": optimum.support_size if optimum else 0,
-    }
 
 
 @dataclass(frozen=True)
@@ -378,9 +309,11 @@ class ReplicationStudy:
         cls, scenario: Any, options: Mapping[str, Any] | None = None
     ) -> ReplicationStudy:
         options = dict(options or {})
-        unknown = sorted(set(options) - {"queries", "m_grid"})
+        unknown = sorted(set(options) - {"queries", "m_grid", "convergence_m"})
         if unknown:
-            raise ValueError(f"unknown replication options {unknown}; known: queries, m_grid")
+            raise ValueError(
+                f"unknown replication options {unknown}; known: queries, m_grid, convergence_m"
+            )
         generators = []
         for name, variant in expand_variants(scenario).items():
             if variant.mechanism.type != "mosaic":
@@ -395,12 +328,19 @@ class ReplicationStudy:
                 raise ValueError(f"--m values must be >= 1, got {list(options['m_grid'])}")
         else:
             grid = default_m_grid(int(scenario.mechanism.kwargs.get("candidates", 8)))
+        convergence = options.get("convergence_m")
+        convergence = sorted(
+            {int(m) for m in convergence}
+            if convergence is not None
+            else set(grid) | {1 << k for k in range(CONVERGENCE_LOG2_MAX + 1)}
+        )
         settings = StudySettings(
             m_grid=grid,
             n_seeds=int(scenario.rounds),
             tau=float(scenario.mechanism.kwargs.get("tau", 1.0)),
             sampling=SamplingParams(**scenario.sampling.model_dump()),
             generators=tuple(generators),
+            convergence_m=tuple(convergence),
         )
         instances = tuple(study_instances(scenario, options.get("queries")))
         return cls(scenario, instances, settings)
@@ -408,6 +348,12 @@ class ReplicationStudy:
     @property
     def tau(self) -> float:
         return self.settings.tau
+
+    @property
+    def absent_prompt(self) -> bool:
+        """Whether the counterfactual absent from the prompt is recorded: on the synthetic engine,
+        where regenerating the candidates without each advertiser is cheap."""
+        return self.scenario.engine.type == "synthetic"
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -418,8 +364,30 @@ class ReplicationStudy:
         """Candidate pools per generator: instances × seeds."""
         return len(self.instances) * self.settings.n_seeds
 
+    @property
+    def exact_sampler(self) -> bool:
+        """Whether Fig. 1a's induced distribution is computed exactly: on the synthetic engine,
+        when replies are not cut before the engine's longest (the support lists whole replies)."""
+        return (
+            self.scenario.engine.type == "synthetic"
+            and self.settings.sampling.max_new_tokens
+            >= (int(self.scenario.engine.kwargs.get("max_len", 4)))
+        )
+
+    def samplers(self) -> dict[str, SamplingParams]:
+        """The study's sampler and the same one with full support (top_p = 1), under which
+        Theorem A.1's convergence to π_r holds."""
+        return {
+            "study": self.settings.sampling,
+            "top_p=1": replace(self.settings.sampling, top_p=1.0),
+        }
+
     def options(self) -> dict[str, Any]:
-        return {"queries": len(self.instances), "m_grid": list(self.settings.m_grid)}
+        return {
+            "queries": len(self.instances),
+            "m_grid": list(self.settings.m_grid),
+            "convergence_m": list(self.settings.convergence_m),
+        }
 
     def facts(self) -> dict[str, Any]:
         reference = [g.name for g in self.settings.generators if g.generator == "reference"]
@@ -431,6 +399,10 @@ class ReplicationStudy:
             "sampling": self.scenario.sampling.model_dump(mode="json"),
             "generators": {g.name: g.generator for g in self.settings.generators},
             "reference_generator": reference[0] if reference else None,
+            "convergence_m": list(self.settings.convergence_m) if self.exact_sampler else [],
+            "samplers": {name: sampling.top_p for name, sampling in self.samplers().items()},
+            "counterfactuals": ["same_candidates"]
+            + (["absent_from_prompt"] if self.absent_prompt else []),
         }
 
     def engine_for(self, instance: Instance, engines: EnginePool) -> Engine:

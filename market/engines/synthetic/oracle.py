@@ -86,14 +86,32 @@ class ExactOracle:
         )
         return max_len
 
-    def support_logprobs(self, prompts: Sequence[Prompt], max_len: int | None = None) -> np.ndarray:
+    def support_logprobs(
+        self, prompts: Sequence[Prompt], max_len: int | None = None, sampling=None
+    ) -> np.ndarray:
         """log π(y | prompt) for every reply y of the support, (len(prompts), S), in the order of
-        `enumerate_support` (by length, then lexicographic), by a prefix recursion: O(S) each."""
+        `enumerate_support` (by length, then lexicographic), by a prefix recursion: O(S) each.
+
+        With ``sampling`` (`SamplingParams`), the log-probability under that temperature / top-p
+        sampler instead of the model — what `generate` reports as ``proposal_logprob``; −inf for
+        the replies top-p never proposes. Needs ``sampling.max_new_tokens`` ≥ the support's
+        max_len (shorter caps cut replies, which the support does not list).
+        """
         cap = self._check_support_len(max_len)
+        if sampling is not None:
+            require(
+                sampling.max_new_tokens >= cap,
+                f"sampling.max_new_tokens = {sampling.max_new_tokens} cuts replies of the {cap}-"
+                "segment support; score the sampler's support with max_new_tokens >= max_len",
+            )
         k = self.world.n_content + len(self.world.brands)
         out = []
         for prompt in prompts:
-            table = self._table(prompt)
+            table = (
+                self._table(prompt)
+                if sampling is None
+                else self._sampler_tables(prompt, sampling)[0]
+            )
             pieces = []
             prefix = table[0, self.vocab_size, :k]  # log-prob of each 1-segment prefix
             for length in range(1, cap + 1):

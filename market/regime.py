@@ -1,0 +1,133 @@
+"""Where free-riding pays: the theory's entry boundary for an advertiser whose rewards are constant.
+
+Take an advertiser i whose reward is the same constant c on every candidate (the Lemma B.1 case: an
+advertiser irrelevant to the query whose LLM only wants its own name mentioned, so it barely moves
+any reply). Staying out she gets c too: whatever reply is shown is worth c to her. Entering at
+entry cost k:
+
+- **with the offset** (Sec. 5.3, eq. 5) her utility is τ·log Σ_j softmax(β_{-i})_j·e^{c/τ} = c, so
+  her gain from participation is 0 (eq. 15: her reward without her is c as well). She enters iff
+  c − k > c, i.e. iff k < 0: any positive entry cost keeps her out, and at k = 0 she is indifferent;
+- **without the offset** (C_i = 0, eq. 13) every entrant's utility is τ·logsumexp(logits) (eq. 16),
+  logits_j = Σ_k r_kj/τ + log π_ref(y_j) − log π_gen(y_j) (eq. 11, her own c/τ included). She enters
+  iff τ·logsumexp(logits) − c > k, i.e. iff τ·logsumexp(β_{-i}) > k: the *margin* below, computed
+  from the others' rewards and the importance weights of the recorded candidates. It is positive and
+  grows like log M when the weights π_ref/π_gen are near 1 (short replies), very negative on long
+  replies whose weights are tiny, where nobody enters at all.
+
+An ε-greedy entrant (`agents.policies.bandits`) compares the sample mean of what entering gave her
+(her utility minus the cost) with the mean of what staying out gave her (the outside option, c):
+she settles on entering — a share 1 − ε/2 of the rounds — when the margin she experienced exceeds
+the cost, and on staying out (ε/2) otherwise (`predicted_entry`). The margin has to be taken on the
+auctions she was in: with the context-aware generator her entry puts her name in the prompt, which
+changes the candidates (dilution), and the other entrants change too. `round_margins` reads a run's
+``auctions`` table (docs/data.md: log_ref, log_gen and every entrant's rewards per candidate) and
+gives each round's margin; `entry_margin` pools them over every (round, rider who entered), as the
+learner's sample mean does: the reports' theory boundary (`reports.regime_map`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import numpy as np
+import pandas as pd
+
+from market.mechanisms.mosaic import logsumexp, others_logits
+
+__all__ = [
+    "OFFSET_MARGIN",
+    "entry_margin",
+    "free_rider_margin",
+    "predicted_entry",
+    "round_margins",
+]
+
+# With the offset a constant-reward entrant's gain is exactly 0 (eq. 5, eq. 15).
+OFFSET_MARGIN = 0.0
+
+
+def free_rider_margin(
+    rewards: np.ndarray,
+    log_ref: np.ndarray,
+    log_gen: np.ndarray,
+    tau: float,
+    rider: int | None = None,
+) -> float:
+    """τ·logsumexp(β_{-i}): what a constant-reward entrant gains by entering without the offset.
+
+    ``rewards`` (n, M) are the entrants' rewards on the M candidates (eq. 11's r_kj), ``log_ref``
+    and ``log_gen`` (M,) the candidates' log-probabilities under π_ref and the sampler. ``rider``
+    is her row among the entrants (dropped: her constant c/τ shifts every logit alike, so
+    τ·logsumexp(logits) − c = τ·logsumexp(β_{-i}) exactly), or None when she is not among them
+    (the margin of an advertiser who would join this auction). Candidates with log π_ref = −inf
+    have weight 0, as in the mechanism.
+    """
+    rewards = np.asarray(rewards, dtype=float).reshape(-1, np.size(log_ref))
+    if rider is not None:
+        rewards = np.delete(rewards, rider, axis=0)
+    log_weight = _log_weight(np.asarray(log_ref, dtype=float), np.asarray(log_gen, dtype=float))
+    return float(tau * logsumexp(rewards.sum(axis=0) / tau + log_weight))
+
+
+def _log_weight(log_ref: np.ndarray, log_gen: np.ndarray) -> np.ndarray:
+    """log π_ref/π_gen, −inf where π_ref = 0 (Algorithm 1, line 3)."""
+    possible = np.isfinite(log_ref)
+    return np.where(possible, log_ref - np.where(possible, log_gen, 0.0), -np.inf)
+
+
+def predicted_entry(margin: float, cost: float, epsilon: float) -> float:
+    """The ε-greedy share of rounds a constant-reward advertiser enters: 1 − ε/2 when
+    ``margin`` > ``cost`` (entering pays), ε/2 when it is below, 1/2 when she is indifferent."""
+    if margin > cost:
+        return 1.0 - epsilon / 2
+    if margin < cost:
+        return epsilon / 2
+    return 0.5
+
+
+def round_margins(auctions: pd.DataFrame, riders: Collection[str], tau: float) -> pd.DataFrame:
+    """The free-rider margin of every auction of a run (no-offset rounds, or any: the margin does
+    not depend on the payment rule), one row per (variant, seed, round).
+
+    ``auctions``: rows of the run's auctions table (variant, seed, round, candidate, log_ref,
+    log_gen, rewards, entrants). ``riders``: the names of the constant-reward advertisers
+    (free_riding's irrelevant brands). A round's margin is the mean of `free_rider_margin` over
+    the riders who entered it, each dropped in turn, or the margin of a rider who would join it
+    when none did. ``riders_in`` says how many entered.
+    """
+    riders = set(riders)
+    keys = ["variant", "seed", "round"]
+    ordered = auctions.sort_values([*keys, "candidate"], kind="stable")
+    key_frame = ordered[keys].reset_index(drop=True)
+    starts = np.flatnonzero(
+        np.r_[True, (key_frame.iloc[1:].to_numpy() != key_frame.iloc[:-1].to_numpy()).any(axis=1)]
+    )
+    ends = np.r_[starts[1:], len(ordered)]
+    log_ref, log_gen = ordered["log_ref"].to_numpy(float), ordered["log_gen"].to_numpy(float)
+    rewards_col, entrants_col = ordered["rewards"].to_numpy(), ordered["entrants"].to_numpy()
+    rows = []
+    for start, end in zip(starts, ends, strict=True):
+        entrants = list(entrants_col[start])
+        rewards = np.array([np.asarray(r, dtype=float) for r in rewards_col[start:end]])
+        rewards = rewards.reshape(end - start, len(entrants)).T  # (n, M)
+        inside = [k for k, name in enumerate(entrants) if name in riders]
+        log_weight = _log_weight(log_ref[start:end], log_gen[start:end])
+        if inside:  # β_{-i} of every rider at once (eq. 11, the mechanism's own prefix/suffix sums)
+            beta = others_logits(rewards, log_weight, tau)[inside]
+            margin = float(np.mean(tau * logsumexp(beta, axis=1)))
+        else:
+            margin = float(tau * logsumexp(rewards.sum(axis=0) / tau + log_weight))
+        rows.append({**key_frame.iloc[start].to_dict(), "margin": margin, "riders_in": len(inside)})
+    return pd.DataFrame(rows, columns=[*keys, "margin", "riders_in"])
+
+
+def entry_margin(margins: pd.DataFrame) -> float:
+    """The margin a constant-reward rider experienced: the mean of τ·logsumexp(β_{-i}) over every
+    (round, rider who entered) of `round_margins`' rows — the quantity an ε-greedy rider's sample
+    mean of entering compares with the cost. NaN when no rider ever entered."""
+    inside = margins[margins["riders_in"] > 0]
+    weights = inside["riders_in"].to_numpy(float)
+    if weights.sum() == 0:
+        return float("nan")
+    return float(np.average(inside["margin"].to_numpy(float), weights=weights))
