@@ -31,6 +31,7 @@ LAYERS = [
         "market.bidding",
         "market.auction_adapter",
         "market.token_vs_mosaic",
+        "market.regime",
     ),
     ("reports",),
     (
