@@ -1,4 +1,4 @@
-"""`admarket`: run, sweep, report, replicate, bench, scenarios.
+"""`admarket`: run, sweep, report, replicate, bench, probe, scenarios.
 
 Bad input (a scenario that does not validate, an engine that will not load, a missing run folder,
 bad arguments) prints ONE line ``admarket: error: <message>`` on stderr and exits 2, without a
@@ -105,12 +105,15 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rebuild report.html from a run folder")
     report.add_argument("run_dir", type=Path)
 
-    # These two forward every further argument (--help included) to the command they delegate to.
+    # These forward every further argument (--help included) to the command they delegate to.
     commands.add_parser("replicate", help="replicate the MOSAIC paper's figures", add_help=False)
     bench = commands.add_parser(
         "bench", help="benchmarks: bench engine|market [ARGS]", add_help=False
     )
     bench.add_argument("target", choices=("engine", "market"))
+    commands.add_parser(
+        "probe", help="how often the LLM names the brands it is asked to (dilution)", add_help=False
+    )
     return parser
 
 
@@ -242,6 +245,10 @@ def _delegate(args: argparse.Namespace, forwarded: list[str]) -> int:
         from reports import replication
 
         return int(replication.main(forwarded) or 0)
+    if args.command == "probe":
+        from market import probe
+
+        return int(probe.main(forwarded) or 0)
     if args.target == "engine":
         from benchmarks import engine
 
@@ -256,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         args, forwarded = _parser().parse_known_args(argv)
-        if args.command in ("replicate", "bench"):
+        if args.command in ("replicate", "bench", "probe"):
             return _delegate(args, forwarded)
         if forwarded:
             raise UsageError(f"unrecognized arguments: {' '.join(forwarded)}")
