@@ -16,10 +16,11 @@ model and prompt style (`market.prompts.PROMPT_STYLES`) before any auction is ru
 - **Mentions** are the market's own: `market.auction.mentions` (the name as a whole word, any
   case), the very test behind the ``mentioned`` columns of a run.
 
-Per style and k it reports, each with a Wilson 95% interval over replies: ``per_entrant``
-(mentioned listed entrants / (replies × k)), ``any`` (replies naming at least one listed
-entrant) and ``relevant`` (replies naming the relevant, first-listed entrant); for π_i the share
-of replies naming brand i. `main` prints the table, writes ``probe.csv`` (that table),
+Per style and k it reports, each with a Wilson 95% interval: ``relevant`` (replies naming the
+relevant, first-listed entrant), ``others`` (mentions per other listed entrant, brands of other
+topics: named / (replies × (k − 1))), ``any`` (replies naming at least one listed entrant) and
+``per_entrant`` (mentioned listed entrants / (replies × k)); for π_i the share of replies naming
+brand i. `main` prints the table, writes ``probe.csv`` (that table),
 ``replies.csv`` (every reply and what it names) and ``dilution.png`` (`reports.probe_figure`).
 """
 
@@ -183,6 +184,7 @@ def summarize(replies: pd.DataFrame) -> pd.DataFrame:
             "per_entrant": (int(part["n_named"].sum()), n * int(k)),
             "any": (int(part["any"].sum()), n),
             "relevant": (int(part["relevant"].sum()), n),
+            "others": (int((part["n_named"] - part["relevant"]).sum()), n * (int(k) - 1)),
         }
         row = {"style": style, "prompt": role, "k": int(k), "replies": n}
         for name, (hits, trials) in counts.items():
@@ -190,7 +192,7 @@ def summarize(replies: pd.DataFrame) -> pd.DataFrame:
             row |= {
                 f"{name}_hits": hits,
                 f"{name}_trials": trials,
-                name: hits / trials,
+                name: hits / trials if trials else np.nan,
                 f"{name}_low": low,
                 f"{name}_high": high,
             }
@@ -199,6 +201,8 @@ def summarize(replies: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cell(row, name: str) -> str:
+    if not row[f"{name}_trials"]:
+        return "–"
     return (
         f"{row[f'{name}_hits']}/{row[f'{name}_trials']} {row[name]:.0%} "
         f"[{row[f'{name}_low']:.0%}–{row[f'{name}_high']:.0%}]"
@@ -210,20 +214,16 @@ def summary_table(summary: pd.DataFrame, title: str) -> Table:
     table = Table(
         title=title, caption="hits/trials rate [Wilson 95% CI]; π_i: replies naming brand i"
     )
-    for column in ("style", "prompt", "k", "relevant entrant", "≥ 1 listed", "per listed entrant"):
+    columns = ("style", "prompt", "k", "relevant entrant", "each other listed", "≥ 1 listed",
+               "per listed entrant")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column in ("style", "prompt") else "right")
     for _, row in summary.iterrows():
         if row["prompt"] == ADVERTISER:
-            table.add_row(row["style"], "π_i", "1", _cell(row, "relevant"), "", "")
+            table.add_row(row["style"], "π_i", "1", _cell(row, "relevant"), "", "", "")
             continue
-        table.add_row(
-            row["style"],
-            "π_con",
-            str(row["k"]),
-            _cell(row, "relevant"),
-            _cell(row, "any"),
-            _cell(row, "per_entrant"),
-        )
+        rates = (_cell(row, name) for name in ("relevant", "others", "any", "per_entrant"))
+        table.add_row(row["style"], "π_con", str(row["k"]), *rates)
     return table
 
 

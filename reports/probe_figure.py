@@ -1,9 +1,9 @@
 """The dilution curve of a real LLM (`admarket probe`): mention rate against listed entrants k.
 
-One panel per prompt style. Three π_con rates per k, each with its Wilson 95% interval: replies
-naming the relevant (first-listed) entrant, replies naming at least one listed entrant, and
-mentions per listed entrant (App. B.4: the more entrants share the context-aware prompt, the less
-each is named). The dashed line is π_i's rate of naming brand i (App. C.1).
+One panel per prompt style. Four π_con rates per k, each with its Wilson 95% interval: replies
+naming the relevant (first-listed) entrant, replies naming at least one listed entrant, mentions
+per listed entrant, and mentions per other (irrelevant) listed entrant (App. B.4: the more
+entrants share the context-aware prompt, the less each is named). The dashed line is π_i's rate of naming brand i (App. C.1).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ CURVES = (
     ("relevant", "relevant entrant named"),
     ("any", "≥ 1 listed entrant named"),
     ("per_entrant", "mentions per listed entrant"),
+    ("others", "mentions per other (irrelevant) entrant"),
 )
 
 
@@ -30,15 +31,19 @@ def dilution_figure(summary: pd.DataFrame, path: str | Path, *, model: str = "")
     styles = list(dict.fromkeys(summary["style"]))
     fig = Figure(figsize=(PANEL[0] * len(styles), PANEL[1]), layout="constrained")
     axes = fig.subplots(1, len(styles), squeeze=False, sharey=True)[0]
-    colours = dict(zip([c for c, _ in CURVES], sns.color_palette("colorblind", 3), strict=True))
+    colours = dict(
+        zip([c for c, _ in CURVES], sns.color_palette("colorblind", len(CURVES)), strict=True)
+    )
     for ax, style in zip(axes, styles, strict=True):
         rows = summary[summary["style"] == style]
         context = rows[rows["prompt"] == "context"].sort_values("k")
         ks = context["k"].to_numpy(int)
         for column, label in CURVES:
-            y = context[column].to_numpy(float)
-            err = np.vstack([y - context[f"{column}_low"], context[f"{column}_high"] - y])
-            ax.errorbar(ks, y, yerr=err, marker="o", capsize=3, label=label, color=colours[column])
+            shown = context[context[f"{column}_trials"] > 0]
+            y = shown[column].to_numpy(float)
+            err = np.vstack([y - shown[f"{column}_low"], shown[f"{column}_high"] - y])
+            x = shown["k"].to_numpy(int)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label, color=colours[column])
         advertiser = rows[rows["prompt"] == "advertiser"]
         if len(advertiser):
             ax.axhline(

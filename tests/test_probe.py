@@ -4,6 +4,7 @@ model (slow)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -94,6 +95,11 @@ def test_one_generate_call_per_style_and_k_and_rates_equal_a_direct_count():
         assert row.per_entrant == pytest.approx(part["n_named"].sum() / (30 * row.k))
         assert row.any == pytest.approx(part["any"].mean())
         assert row.relevant == pytest.approx(part["relevant"].mean())
+        others = (part["n_named"] - part["relevant"]).sum()
+        if row.k > 1:
+            assert row.others == pytest.approx(others / (30 * (row.k - 1)))
+        else:
+            assert np.isnan(row.others) and row.others_trials == 0
         assert row.any_low <= row.any <= row.any_high
 
 
