@@ -9,7 +9,8 @@ model and prompt style (`market.prompts.PROMPT_STYLES`) before any auction is ru
   seed s (``seeds``), a generator seeded by ``SeedSequence([seed, s, query index])`` draws one
   brand of the query's topic (the *relevant* entrant, listed first) and then brands of other
   topics; π_con with k entrants lists the first k of them, so the listings of k = 1, 2, 4, 8
-  are nested and the curve compares like with like.
+  are nested and the curve compares like with like. ``relevant_at="last"`` lists the relevant
+  entrant after the k − 1 others instead (the small model favours the first-listed brand).
 - **One call per batch** (vLLM offline style): for each style and k, every (query, seed)
   prompt goes into ONE ``generate`` call with ``replies`` replies each; the advertiser prompts
   π_i (brand i: the relevant entrant) are one more call per style.
@@ -17,7 +18,7 @@ model and prompt style (`market.prompts.PROMPT_STYLES`) before any auction is ru
   case), the very test behind the ``mentioned`` columns of a run.
 
 Per style and k it reports, each with a Wilson 95% interval: ``relevant`` (replies naming the
-relevant, first-listed entrant), ``others`` (mentions per other listed entrant, brands of other
+relevant entrant), ``others`` (mentions per other listed entrant, brands of other
 topics: named / (replies × (k − 1))), ``any`` (replies naming at least one listed entrant) and
 ``per_entrant`` (mentioned listed entrants / (replies × k)); for π_i the share of replies naming
 brand i. `main` prints the table, writes ``probe.csv`` (that table),
@@ -48,6 +49,7 @@ from reports.stats import wilson_interval
 from scenarios.compact import BrandCatalog, load_catalog
 
 LISTED = (1, 2, 4, 8)
+POSITIONS = ("first", "last")
 ADVERTISER = "advertiser"
 CONTEXT = "context"
 
@@ -72,6 +74,7 @@ class ProbeSettings:
     replies: int = 4
     params: SamplingParams = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=48)
     seed: int = 0
+    relevant_at: str = "first"
 
     def __post_init__(self) -> None:
         for name in ("queries", "seeds", "replies"):
@@ -79,6 +82,10 @@ class ProbeSettings:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if not self.listed or any(k < 1 for k in self.listed):
             raise ValueError(f"--listed must be numbers >= 1, got {list(self.listed)}")
+        if self.relevant_at not in POSITIONS:
+            raise ValueError(
+                f"--relevant-at must be one of {', '.join(POSITIONS)}, got {self.relevant_at!r}"
+            )
         if self.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {self.seed}")
         unknown = [s for s in self.styles if s not in PROMPT_STYLES]
@@ -125,8 +132,15 @@ def listings(
     return out
 
 
+def listed(listing: Listing, k: int, relevant_at: str = "first") -> tuple[Brand, ...]:
+    """The k brands π_con lists: the relevant one first (or last), then the others in order."""
+    others = listing.brands[1:k]
+    return (listing.brands[0], *others) if relevant_at == "first" else (*others, listing.brands[0])
+
+
 def _reply_rows(style, role, k, listing, candidates, brands) -> list[dict]:
     rows = []
+    relevant = listing.brands[0]
     for r, candidate in enumerate(candidates):
         named = [mentions(candidate.text, b.name) for b in brands]
         rows.append(
@@ -142,7 +156,7 @@ def _reply_rows(style, role, k, listing, candidates, brands) -> list[dict]:
                 "named": "; ".join(b.name for b, n in zip(brands, named, strict=True) if n),
                 "n_named": sum(named),
                 "any": any(named),
-                "relevant": named[0],
+                "relevant": mentions(candidate.text, relevant.name),
                 "tokens": len(candidate.token_ids),
                 "text": candidate.text,
             }
@@ -164,14 +178,18 @@ def probe_replies(engine, settings: ProbeSettings, catalog: BrandCatalog | None 
         jobs = [(CONTEXT, k) for k in settings.listed] + [(ADVERTISER, 1)]
         for role, k in jobs:
             if role == CONTEXT:
-                prompts = [context_prompt(x.query, x.brands[:k], style) for x in batch]
+                lists = [listed(x, k, settings.relevant_at) for x in batch]
+                prompts = [
+                    context_prompt(x.query, b, style) for x, b in zip(batch, lists, strict=True)
+                ]
             else:
+                lists = [x.brands[:1] for x in batch]
                 prompts = [advertiser_prompt(x.query, x.brands[0], style) for x in batch]
             start = time.perf_counter()
             generated = engine.generate(prompts, settings.replies, settings.params, settings.seed)
             seconds[(style, role, k)] = time.perf_counter() - start
-            for listing, candidates in zip(batch, generated, strict=True):
-                rows += _reply_rows(style, role, k, listing, candidates, listing.brands[:k])
+            for listing, brands, candidates in zip(batch, lists, generated, strict=True):
+                rows += _reply_rows(style, role, k, listing, candidates, brands)
     return pd.DataFrame(rows), seconds
 
 
@@ -259,6 +277,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=48, help="max new tokens per reply (48)")
     p.add_argument("--listed", type=_numbers, default=LISTED, help="k values (1,2,4,8)")
     p.add_argument("--seed", type=int, default=0, help="sampling and listing root seed (0)")
+    p.add_argument(
+        "--relevant-at", default="first", help="where π_con lists the relevant entrant: first|last"
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (hf)")
     p.add_argument("--no-cache", action="store_true", help="do not use the engine-call cache")
     p.add_argument("--out", type=Path, help="output folder (default: runs/probe-<timestamp>)")
@@ -308,6 +329,7 @@ def main(argv: Sequence[str] | None = None, *, engine=None) -> int:
             replies=args.replies,
             params=SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=args.tokens),
             seed=args.seed,
+            relevant_at=args.relevant_at,
         )
         catalog_queries(catalog, settings.queries)  # a bad --queries fails before any call
         out = args.out or Path("runs") / time.strftime("probe-%Y%m%d-%H%M%S")
@@ -327,7 +349,8 @@ def main(argv: Sequence[str] | None = None, *, engine=None) -> int:
     title = (
         f"Mentions on {engine.info.model}: {settings.queries} queries × {settings.seeds} listing "
         f"seed(s) × {settings.replies} replies = {n * settings.replies} replies per row; T 0.8, "
-        f"top-p 0.95, {settings.params.max_new_tokens} tokens, seed {settings.seed}"
+        f"top-p 0.95, {settings.params.max_new_tokens} tokens, seed {settings.seed}; relevant "
+        f"entrant listed {settings.relevant_at}"
     )
     console.print(summary_table(summary, title))
     figure = dilution_figure(summary, out / "dilution.png", model=engine.info.model)

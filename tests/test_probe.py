@@ -161,3 +161,18 @@ def test_the_embedded_model_names_a_lone_entrant_more_than_one_of_eight(hf_engin
     assert summary.loc[("context", 1), "relevant"] > summary.loc[("context", 8), "relevant"]
     assert summary.loc[("context", 1), "relevant"] >= 0.5
     assert summary.loc[("advertiser", 1), "relevant"] > 0
+
+
+def test_the_relevant_entrant_can_be_listed_last():
+    engine = CountingEngine(_synthetic())
+    params = dict(styles=("user",), listed=(1, 4), queries=3, replies=2, params=SHORT)
+    first = probe_replies(engine, ProbeSettings(**params))[0]
+    last = probe_replies(engine, ProbeSettings(**params, relevant_at="last"))[0]
+    for a, b in zip(
+        first[first["k"] == 4].itertuples(), last[last["k"] == 4].itertuples(), strict=True
+    ):
+        listed_first, listed_last = a.listed.split("; "), b.listed.split("; ")
+        assert listed_last == [*listed_first[1:], listed_first[0]]
+        assert b.relevant == mentions(b.text, listed_first[0])
+    assert list(first["listed"][first["k"] == 1]) == list(last["listed"][last["k"] == 1])
+    assert main(["--relevant-at", "middle"], engine=_synthetic()) == 2
