@@ -1,4 +1,4 @@
-"""`admarket`: run, sweep, report, replicate, study, bench, scenarios, dashboard.
+"""`admarket`: run, sweep, report, replicate, study, probe, bench, scenarios, dashboard.
 
 Bad input (a scenario that does not validate, an engine that will not load, a missing, damaged,
 locked or unwritable run folder, bad arguments, a full disk) prints ONE line
@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", type=Path)
 
-    # These two forward every further argument (--help included) to the command they delegate to.
+    # These forward every further argument (--help included) to the command they delegate to.
     commands.add_parser("replicate", help="replicate the MOSAIC paper's figures", add_help=False)
     bench = commands.add_parser(
         "bench", help="benchmarks: bench engine|market|sweep [ARGS]", add_help=False
@@ -170,6 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8521, help="port to serve on (default 8521)")
     dashboard.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
+    commands.add_parser(
+        "probe", help="how often the LLM names the brands it is asked to (dilution)", add_help=False
     )
     return parser
 
@@ -451,6 +454,10 @@ def _delegate(args: argparse.Namespace, forwarded: list[str]) -> int:
         from market import token_vs_mosaic_cli
 
         return int(token_vs_mosaic_cli.main(forwarded) or 0)
+    if args.command == "probe":
+        from market import probe
+
+        return int(probe.main(forwarded) or 0)
     if args.target == "engine":
         from benchmarks import engine
 
@@ -469,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         args, forwarded = _parser().parse_known_args(argv)
-        if args.command in ("replicate", "bench", "study"):
+        if args.command in ("replicate", "bench", "study", "probe"):
             return _delegate(args, forwarded)
         if forwarded:
             raise UsageError(f"unrecognized arguments: {' '.join(forwarded)}")

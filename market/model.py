@@ -282,6 +282,7 @@ class MarketModel(mesa.Model):
             realized_utility=realized - paid,
             mentioned=said,
             topic=self.query.topic,
+            expected_reward_without=float(outcome.expected_rewards_without[i]),
         )
 
     def _collect_auction(self) -> None:

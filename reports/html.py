@@ -16,6 +16,7 @@ from reports.mentions import (
     mention_by_entrants,
 )
 from reports.replies import replies_html
+from reports.summary import headline_sentences
 from reports.tables import (
     advertiser_table,
     contribution_fits,
@@ -93,7 +94,12 @@ def render_report(data: RunData, out_path: Path) -> Path:
     headline = headline_table(data)
     figures = build_figures(data, out_path.parent / "figures", headline=headline)
     fits = contribution_fits(data)
-    parts = [meta_list(_run_facts(data)), notes_html(_notes(data))]
+    lead = "<br>".join(html.escape(s) for s in headline_sentences(data, headline))
+    parts = [
+        f"<p><strong>{lead}</strong></p>",
+        meta_list(_run_facts(data)),
+        notes_html(_notes(data)),
+    ]
 
     method = headline["method"].iloc[0]
     parts.append("<h2>Headline per variant</h2>")

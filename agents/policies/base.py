@@ -9,7 +9,8 @@ their policy streams aligned (common random numbers).
 
 The payoff a policy learns from is ``RoundRecord.payoff(learn_from)``: the expected utility the
 mechanism reports (``"expected"``) or the realized one (``"realized"``) when in; the outside
-option's reward, or 0, when out. Non-finite payoffs (NaN: not observed) are ignored.
+option's reward, or 0, when out; or the utility gain from participation (``"gain"``: expected
+utility minus the same candidates' reward without her, eq. 15) when in, 0 when out. Non-finite payoffs (NaN: not observed) are ignored.
 Histories are append-only: policies read only the records added since their last call.
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 from agents.records import RoundRecord
 from market.registry import CheckedSettings, Registry, one_of
 
-LEARN_FROM = ("expected", "realized")
+LEARN_FROM = ("expected", "realized", "gain")
 NO_NEIGHBORS: Mapping[str, Sequence[RoundRecord]] = MappingProxyType({})
 
 
