@@ -8,13 +8,13 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from rich.console import Console
 
 from agents.policies import build_policy
 from agents.records import RoundRecord
 from market.cli import main as admarket
+from market.runfolder import read_table
 from reports import build_report, load_run, print_summary
 from reports.summary import headline_sentences
 from reports.tables import dilution_table, headline_table
@@ -127,7 +127,7 @@ def test_rounds_nobody_entered_are_left_out_of_the_mention_count(tmp_path):
 def test_the_market_records_the_counterfactual_the_gain_learns_from(tmp_path):
     out = tmp_path / "demo"
     assert admarket(["run", "demo", "--rounds", "8", "--out", str(out), *SYNTHETIC]) == 0
-    adv = pd.read_parquet(out / "advertisers")
+    adv = read_table(out, "advertisers")
     entered = adv[adv["entered"]]
     assert np.isfinite(entered["expected_reward_without"]).all()
     assert adv.loc[~adv["entered"], "expected_reward_without"].isna().all()
