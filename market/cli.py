@@ -204,7 +204,10 @@ def _new_folder(
     scenario = load_scenario(args.scenario, overrides_of(args))
     seeds = [scenario.seed + k for k in range(n_seeds)]
     out = args.out or default_run_dir(scenario.name)
-    return create(scenario, out, seeds, cache=cache)  # nothing is written for a bad scenario
+    try:
+        return create(scenario, out, seeds, cache=cache)  # nothing is written for a bad scenario
+    except EngineError as error:  # name the scenario file the engine's settings came from
+        raise EngineError(f"{scenario.source}: {error}", field=error.field) from error
 
 
 def _resumed_folder(args: argparse.Namespace) -> tuple[RunFolder, Study, EnginePool]:

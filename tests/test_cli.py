@@ -248,3 +248,12 @@ def test_the_closing_summary_does_not_read_the_auctions_table(finished_run, caps
         path.write_bytes(b"not parquet")
     reports.print_summary(finished_run)
     assert "offset" in capsys.readouterr().out
+
+
+def test_an_engine_kwarg_error_names_the_scenario_file_and_field(tmp_path, capsys):
+    out = tmp_path / "never"
+    args = ["run", "demo", "--set", "engine.type=synthetic", "--set", "engine.kwargs.foo=1"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("admarket: error: builtin/demo.yaml") and "engine.kwargs.foo:" in err
+    assert "\n" not in err and not out.exists()
