@@ -214,3 +214,22 @@ def test_a_nan_top_p_in_a_scenario_asks_for_a_finite_number():
 
     with pytest.raises(ScenarioError, match=r"sampling\.top_p: .*finite number"):
         load_scenario("demo", ["sampling.top_p=.nan"])
+
+
+def test_engines_use_the_one_registry_helper():
+    from market.engines import ENGINES, create_engine
+    from market.registry import Registry, SpecError
+
+    assert (
+        isinstance(ENGINES, Registry)
+        and ENGINES.lazy
+        and sorted(ENGINES)
+        == [
+            "hf",
+            "synthetic",
+            "vllm",
+        ]
+    )
+    with pytest.raises(SpecError, match="engine spec needs a 'type'") as caught:
+        create_engine({"kwargs": {}})
+    assert isinstance(caught.value, EngineError)

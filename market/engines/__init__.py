@@ -21,7 +21,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from market.engines.base import (
@@ -33,6 +32,7 @@ from market.engines.base import (
     Prompt,
     SamplingParams,
 )
+from market.registry import Registry, SpecError
 
 __all__ = [
     "ENGINES",
@@ -65,37 +65,17 @@ def _vllm() -> type:
     return VLLMEngine
 
 
-# Engine type -> a function returning the engine class (imported on first use).
-ENGINES: dict[str, Callable[[], type]] = {"hf": _hf, "synthetic": _synthetic, "vllm": _vllm}
+class EngineSpecError(SpecError, EngineError):
+    """A malformed engine ``{type, kwargs}`` block: both a registry `SpecError` and an
+    `EngineError`, so callers of either kind catch it."""
 
 
-def _read_spec(spec) -> tuple[str, dict]:
-    if isinstance(spec, Mapping):
-        unknown = sorted(set(spec) - {"type", "kwargs"})
-        if unknown:
-            raise EngineError(
-                f"engine spec has unknown field(s) {unknown}: it takes only 'type' and 'kwargs'"
-            )
-        engine_type, kwargs = spec.get("type"), spec.get("kwargs")
-    elif hasattr(spec, "type"):
-        engine_type, kwargs = spec.type, getattr(spec, "kwargs", None)
-    else:
-        raise EngineError(
-            f"engine spec must be a mapping {{type, kwargs}} or an object with .type and .kwargs, "
-            f"got {type(spec).__name__}"
-        )
-    if not isinstance(engine_type, str) or not engine_type:
-        raise EngineError(
-            f"engine spec needs a 'type' naming the engine, one of {sorted(ENGINES)}; "
-            f"got {engine_type!r}"
-        )
-    if kwargs is None:
-        kwargs = {}
-    if not isinstance(kwargs, Mapping):
-        raise EngineError(
-            f"engine spec 'kwargs' must be a mapping of keyword arguments, got {type(kwargs).__name__}"
-        )
-    return engine_type, dict(kwargs)
+# Engine type -> a function returning the engine class (imported on first use), in the one
+# registry every ``{type, kwargs}`` component uses (`market.registry`).
+ENGINES = Registry("engine", lazy=True, injected=("catalog",), error=EngineSpecError)
+ENGINES.register("hf", _hf)
+ENGINES.register("synthetic", _synthetic)
+ENGINES.register("vllm", _vllm)
 
 
 def create_engine(
@@ -110,7 +90,7 @@ def create_engine(
 
     Errors are `EngineError`s of one line; one about a kwarg starts with ``engine.kwargs.<name>:``.
     """
-    engine_type, kwargs = _read_spec(spec)
+    engine_type, kwargs = ENGINES.read(spec)
     if not isinstance(cache, (bool, str, os.PathLike)) and cache is not None:
         raise EngineError(
             f"cache must be False, True or a folder path, got {type(cache).__name__} {cache!r}"
