@@ -245,6 +245,28 @@ def headline(rmap: RegimeMap) -> list[str]:
     return lines
 
 
+def rows_in_words(rmap: RegimeMap) -> list[str]:
+    """One line per combination of the grid keys but the cost: at which costs the offset deters,
+    raises or does nothing to irrelevant entry, and where nobody enters."""
+    keys = [k for k in rmap.keys if k != COST]
+    lines = []
+    for values, part in rmap.effects.groupby(keys, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        where = ", ".join(f"{SHORT.get(k, k)} {v:g}" for k, v in zip(keys, values, strict=True))
+        pieces = []
+        for regime in ("deters", "raises", "no effect"):
+            costs = part.loc[part["regime"] == regime, COST]
+            if len(costs):
+                pieces.append(f"{regime} at cost {', '.join(f'{c:g}' for c in costs)}")
+        for column, label in (("collapse_no_offset", "without"), ("collapse_offset", "with")):
+            costs = part.loc[part[column].astype(bool), COST]
+            if len(costs):
+                shown = ", ".join(f"{c:g}" for c in costs)
+                pieces.append(f"nobody enters {label} the offset at cost {shown}")
+        lines.append(f"{where}: the offset " + "; ".join(pieces) + ".")
+    return lines
+
+
 def _theory_sentence(part: pd.DataFrame, shoehorn: float | None, epsilon: float) -> str:
     """How the measured irrelevant entry follows the theory's boundary in some cells."""
     cost = part[COST].astype(float)
@@ -307,6 +329,8 @@ def build_regime_map(path: str | Path) -> Path:
     ]
     parts = [meta_list(facts), notes_html(notes), "<h2>Headline</h2><ul>"]
     parts += [f"<li>{html.escape(line)}</li>" for line in headline(rmap)]
+    parts.append("</ul><h2>Where, row by row</h2><ul>")
+    parts += [f"<li>{html.escape(line)}</li>" for line in rows_in_words(rmap)]
     parts.append("</ul><h2>Figures</h2>")
     for fig in figures:
         parts.append(f"<h3>{html.escape(fig.title)}</h3>")
