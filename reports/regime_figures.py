@@ -3,8 +3,9 @@
 Rows: the combinations of M and τ (and any further grid key); columns: the entry cost; one panel
 per shoehorn value. The boundary of `market.regime` is drawn on each row: a constant-reward
 advertiser enters in the columns left of it. With the offset it is at cost 0 (dashed line: she is
-indifferent there); without it at the row's margin τ·logsumexp(β_-i) (black bar; a triangle on the
-edge when it lies beyond the costs measured).
+indifferent there); without it where the margin τ·logsumexp(β_-i), measured in each cell, falls
+below the cost (black bar; a triangle on the edge when entering pays in every cell of the row, or
+in none).
 """
 
 from __future__ import annotations
@@ -49,29 +50,45 @@ def _pivot(frame: pd.DataFrame, rows: list[str], cost: str, value: str) -> pd.Da
     return table
 
 
-def _boundary(ax: Axes, costs: list[float], margins: list[float], offset: bool) -> None:
+def crossing(costs: list[float], margins: list[float]) -> float:
+    """Where a row's margin (measured per cell) meets the cost, in column coordinates (column k
+    spans [k, k + 1]): linear between the last cell where margin > cost and the next; −inf when
+    entering pays in no cell, +inf when it pays in every one, NaN without margins."""
+    gap = np.asarray(margins, dtype=float) - np.asarray(costs, dtype=float)
+    if not np.isfinite(gap).any():
+        return float("nan")
+    if np.all(gap[np.isfinite(gap)] <= 0):
+        return float("-inf")
+    if np.all(gap[np.isfinite(gap)] > 0):
+        return float("inf")
+    k = int(np.flatnonzero(gap > 0)[-1])
+    if k == len(gap) - 1:
+        return float("inf")
+    return k + 0.5 + gap[k] / (gap[k] - gap[k + 1])
+
+
+def _boundary(ax: Axes, costs: list[float], margins: pd.DataFrame | None, offset: bool) -> None:
     """The theory's boundary on each row of a heatmap whose columns are ``costs``."""
-    centres = np.arange(len(costs)) + 0.5
     if offset:
-        x = float(np.interp(OFFSET_MARGIN, costs, centres))
+        x = float(np.interp(OFFSET_MARGIN, costs, np.arange(len(costs)) + 0.5))
         ax.axvline(x, color="black", linestyle="--", linewidth=1.6)
         return
-    for row, margin in enumerate(margins):
-        if not np.isfinite(margin):
+    for row, values in enumerate([] if margins is None else margins.to_numpy(float)):
+        x = crossing(costs, list(values))
+        if np.isnan(x):
             continue
-        if margin < costs[0]:
+        if x == float("-inf"):
             ax.plot(0.08, row + 0.5, marker="<", color="black", markersize=7)
-        elif margin > costs[-1]:
+        elif x == float("inf"):
             ax.plot(len(costs) - 0.08, row + 0.5, marker=">", color="black", markersize=7)
         else:
-            x = float(np.interp(margin, costs, centres))
             ax.plot([x, x], [row + 0.05, row + 0.95], color="black", linewidth=3)
 
 
 def _panel(
     ax: Axes,
     table: pd.DataFrame,
-    margins: pd.Series | None,
+    margins: pd.DataFrame | None,
     offset: bool | None,
     *,
     cmap: str,
@@ -94,7 +111,7 @@ def _panel(
     )
     costs = [float(c) for c in table.columns]
     if offset is not None:
-        _boundary(ax, costs, [] if margins is None else list(margins), offset)
+        _boundary(ax, costs, margins, offset)
     ax.set_xlabel("entry cost")
     ax.set_ylabel("")
     ax.set_title(title, fontsize="small")
@@ -113,13 +130,13 @@ def draw_regime_figures(rmap: RegimeMap, out_dir: Path) -> list[FigureOutput]:
         for c, level in enumerate(levels):
             part = effects if panel is None else effects[effects[panel] == level]
             table = _pivot(part, rows, cost, "delta_irrelevant")
-            margins = _pivot(part, rows, cost, "margin").mean(axis=1)
+            margins = _pivot(part, rows, cost, "margin")
             title = "offset − none" + (f", shoehorn {level:g}" if panel else "")
             _panel(
                 axes[c], table, margins, False, cmap="RdBu_r", vmin=-1, vmax=1,
                 colorbar=c == len(levels) - 1, title=title,
             )  # fmt: skip
-            _boundary(axes[c], [float(x) for x in table.columns], [], True)
+            _boundary(axes[c], [float(x) for x in table.columns], None, True)
         fig.suptitle("Irrelevant advertisers' entry, 2nd half: with the offset minus without")
         path = out_dir / "regime_offset_effect.png"
         fig.savefig(path, dpi=DPI)
@@ -131,7 +148,8 @@ def draw_regime_figures(rmap: RegimeMap, out_dir: Path) -> list[FigureOutput]:
                 "paired): blue = the offset keeps free riders out, red = it lets more in. "
                 "Theory for a constant-reward entrant: with the offset she enters left of the "
                 "dashed line (cost 0, where she is indifferent); without it left of the black "
-                "bar at her margin τ·logsumexp(β_-i) (a triangle: beyond the costs measured).",
+                "bar, where her margin τ·logsumexp(β_-i), measured in each cell, falls below the "
+                "cost (a triangle: entering pays in every cell of the row, ▶, or in none, ◀).",
                 path,
             )
         )
@@ -148,7 +166,7 @@ def draw_regime_figures(rmap: RegimeMap, out_dir: Path) -> list[FigureOutput]:
             for c, level in enumerate(levels):
                 part = effects if panel is None else effects[effects[panel] == level]
                 table = _pivot(part, rows, cost, column)
-                margins = _pivot(part, rows, cost, "margin").mean(axis=1)
+                margins = _pivot(part, rows, cost, "margin")
                 _panel(
                     axes[r, c], table, margins, offset, cmap="viridis", vmin=0, vmax=1,
                     colorbar=c == len(levels) - 1,

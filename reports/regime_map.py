@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from scipy.stats import spearmanr
 
 from market.regime import OFFSET_MARGIN, entry_margin, predicted_entry, round_margins
 from market.sweep import CELLS_FILE, SUMMARY_FILE, SWEEP_FILE
@@ -166,19 +167,22 @@ def regime_map(path: str | Path) -> RegimeMap:
         effect["relevant_offset"] = float(on["entry_relevant_late"].mean())
         effect["relevant_no_offset"] = float(off["entry_relevant_late"].mean())
         effect["regime"] = classify(effect)
+        effect["collapse_no_offset"] = collapsed(
+            effect["relevant_no_offset"], effect["irrelevant_no_offset"]
+        )
+        effect["collapse_offset"] = collapsed(
+            effect["relevant_offset"], effect["irrelevant_offset"]
+        )
         effects.append(effect)
     cells = pd.DataFrame(rows)
     effect_frame = pd.DataFrame(effects)
-    effect_frame["theory_agrees"] = [_agrees(e, epsilon) for e in effect_frame.to_dict("records")]
+    effect_frame["theory_enters_no_offset"] = effect_frame["margin"] > effect_frame[COST]
     return RegimeMap(path, manifest, keys, cells, effect_frame, epsilon)
 
 
 def classify(effect: dict) -> str:
-    """One word for a cell: ``collapse`` (without the offset nobody enters: relevant and
-    irrelevant entry ≤ COLLAPSE), ``deters`` (the offset lowers irrelevant entry, its 95% CI below
-    0), ``raises`` (CI above 0), else ``no effect``."""
-    if effect["relevant_no_offset"] <= COLLAPSE and effect["irrelevant_no_offset"] <= COLLAPSE:
-        return "collapse"
+    """The offset's effect on free-riding in one cell: ``deters`` (it lowers irrelevant entry,
+    the 95% CI of offset − none below 0), ``raises`` (CI above 0), else ``no effect``."""
     if effect["delta_irrelevant_high"] < 0:
         return "deters"
     if effect["delta_irrelevant_low"] > 0:
@@ -186,52 +190,45 @@ def classify(effect: dict) -> str:
     return "no effect"
 
 
-def _agrees(effect: dict, epsilon: float) -> bool:
-    """Whether the measured irrelevant entry sits on the side of ½ the theory predicts, with and
-    without the offset (an indifferent prediction, cost = margin, agrees with anything)."""
-    cost = float(effect[COST])
-    ok = True
-    for measured, margin in (
-        (effect["irrelevant_offset"], OFFSET_MARGIN),
-        (effect["irrelevant_no_offset"], effect["margin"]),
-    ):
-        predicted = predicted_entry(margin, cost, epsilon)
-        if predicted != 0.5:
-            ok &= (measured > 0.5) == (predicted > 0.5)
-    return bool(ok)
+def collapsed(relevant: float, irrelevant: float) -> bool:
+    """Nobody enters: relevant advertisers in at most COLLAPSE of the rounds (ε-greedy
+    exploration alone gives ε/2) and irrelevant ones in at most COLLAPSE + 0.1."""
+    return relevant <= COLLAPSE and irrelevant <= COLLAPSE + 0.1
 
 
-def _where(effects: pd.DataFrame, keys: tuple[str, ...], regime: str) -> str:
-    """The cells of one regime in words: their count, then per grid key how many of them have
-    each value."""
-    part = effects[effects["regime"] == regime]
+def _where(effects: pd.DataFrame, keys: tuple[str, ...], mask: pd.Series, what: str) -> str:
+    """The cells of ``mask`` in words: how many, then per grid key how many of them have each
+    value (of how many cells with that value)."""
+    part = effects[mask]
     if part.empty:
-        return f"{regime}: no cell."
+        return f"{what}: no cell."
     pieces = []
     for key in keys:
-        counts = part[key].value_counts().sort_index()
+        counts = part[key].value_counts()
         totals = effects[key].value_counts().sort_index()
-        pieces.append(
-            f"{SHORT.get(key, key)} "
-            + ", ".join(
-                f"{value:g}: {counts.get(value, 0)}/{totals[value]}" for value in totals.index
-            )
-        )
-    return f"{regime}: {len(part)} of {len(effects)} cells — " + "; ".join(pieces) + "."
+        shown = ", ".join(f"{v:g}: {counts.get(v, 0)}/{totals[v]}" for v in totals.index)
+        pieces.append(f"{SHORT.get(key, key)} {shown}")
+    return f"{what}: {len(part)} of {len(effects)} cells — " + "; ".join(pieces) + "."
 
 
 def headline(rmap: RegimeMap) -> list[str]:
     """The map's headline numbers, in sentences."""
     effects, keys = rmap.effects, rmap.keys
+    regime = effects["regime"]
     lines = [
-        _where(effects, keys, regime) for regime in ("deters", "no effect", "raises", "collapse")
+        _where(effects, keys, regime == "deters", "the offset deters free-riding (CI below 0)"),
+        _where(
+            effects, keys, regime == "raises", "the offset raises irrelevant entry (CI above 0)"
+        ),
+        _where(effects, keys, regime == "no effect", "no significant effect"),
+        _where(effects, keys, effects["collapse_no_offset"], "without the offset nobody enters"),
+        _where(effects, keys, effects["collapse_offset"], "with the offset nobody enters"),
     ]
-    agree = effects["theory_agrees"].mean()
-    lines.append(
-        f"The theory's side of ½ (a constant-reward entrant enters iff her margin > cost: 0 with "
-        f"the offset, τ·lse(β_-i) without) matches the measured irrelevant entry in "
-        f"{int(effects['theory_agrees'].sum())} of {len(effects)} cells ({agree:.0%})."
-    )
+    groups = [(None, effects)]
+    if SHOEHORN in effects.columns:
+        groups = [(v, effects[effects[SHOEHORN] == v]) for v in sorted(set(effects[SHOEHORN]))]
+    for level, part in groups:
+        lines.append(_theory_sentence(part, level, rmap.epsilon))
     tuned = effects
     for key, value in ((COST, 0.3), (CANDIDATES, 16), (TAU, 1.0), (SHOEHORN, 0.0)):
         if key in tuned.columns:
@@ -246,6 +243,56 @@ def headline(rmap: RegimeMap) -> list[str]:
             f"{t['margin']:.2f}."
         )
     return lines
+
+
+def rows_in_words(rmap: RegimeMap) -> list[str]:
+    """One line per combination of the grid keys but the cost: at which costs the offset deters,
+    raises or does nothing to irrelevant entry, and where nobody enters."""
+    keys = [k for k in rmap.keys if k != COST]
+    lines = []
+    for values, part in rmap.effects.groupby(keys, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        where = ", ".join(f"{SHORT.get(k, k)} {v:g}" for k, v in zip(keys, values, strict=True))
+        pieces = []
+        for regime in ("deters", "raises", "no effect"):
+            costs = part.loc[part["regime"] == regime, COST]
+            if len(costs):
+                pieces.append(f"{regime} at cost {', '.join(f'{c:g}' for c in costs)}")
+        for column, label in (("collapse_no_offset", "without"), ("collapse_offset", "with")):
+            costs = part.loc[part[column].astype(bool), COST]
+            if len(costs):
+                shown = ", ".join(f"{c:g}" for c in costs)
+                pieces.append(f"nobody enters {label} the offset at cost {shown}")
+        lines.append(f"{where}: the offset " + "; ".join(pieces) + ".")
+    return lines
+
+
+def _theory_sentence(part: pd.DataFrame, shoehorn: float | None, epsilon: float) -> str:
+    """How the measured irrelevant entry follows the theory's boundary in some cells."""
+    cost = part[COST].astype(float)
+    pays = part["theory_enters_no_offset"].astype(bool)
+    positive = part[cost > 0]
+    x, y = (part["margin"] - cost).to_numpy(float), part["irrelevant_no_offset"].to_numpy(float)
+    varies = len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
+    rho = spearmanr(x, y).statistic if varies else np.nan
+    where = "all cells" if shoehorn is None else f"shoehorn {shoehorn:g}"
+    if shoehorn is not None:
+        where += (
+            " (irrelevant brands nearly constant-reward)"
+            if shoehorn == 0
+            else " (irrelevant brands pull replies off-topic: rewards not constant)"
+        )
+    return (
+        f"Theory vs measured irrelevant entry, {where}: with the offset the theory says stay out "
+        f"at every cost > 0 — measured {positive['irrelevant_offset'].mean():.2f} on average in "
+        f"those {len(positive)} cells (max {positive['irrelevant_offset'].max():.2f}; ε/2 = "
+        f"{epsilon / 2:g}) — and indifference at cost 0 (measured "
+        f"{part.loc[cost == 0, 'irrelevant_offset'].mean():.2f}); without the offset, in the "
+        f"{int(pays.sum())} cells where the margin exceeds the cost it averages "
+        f"{part.loc[pays, 'irrelevant_no_offset'].mean():.2f}, in the {int((~pays).sum())} where "
+        f"it does not {part.loc[~pays, 'irrelevant_no_offset'].mean():.2f}; Spearman "
+        f"ρ(margin − cost, entry without the offset) = {rho:.2f}."
+    )
 
 
 def build_regime_map(path: str | Path) -> Path:
@@ -276,12 +323,14 @@ def build_regime_map(path: str | Path) -> Path:
         "irrelevant brand was in (her entry changes the candidates: π_con lists her), as her "
         "ε-greedy sample mean does. Irrelevant brands are nearly constant-reward only with "
         "shoehorn 0.",
-        f"Regimes: collapse = without the offset relevant and irrelevant entry both ≤ {COLLAPSE};"
-        " deters / raises = the 95% CI of the offset's effect on irrelevant entry is below / "
-        "above 0.",
+        "Regimes: deters / raises = the 95% CI of the offset's effect on irrelevant entry is "
+        f"below / above 0; nobody enters = relevant entry ≤ {COLLAPSE} and irrelevant entry ≤ "
+        f"{COLLAPSE + 0.1:g} (ε-greedy exploration alone gives ε/2).",
     ]
     parts = [meta_list(facts), notes_html(notes), "<h2>Headline</h2><ul>"]
     parts += [f"<li>{html.escape(line)}</li>" for line in headline(rmap)]
+    parts.append("</ul><h2>Where, row by row</h2><ul>")
+    parts += [f"<li>{html.escape(line)}</li>" for line in rows_in_words(rmap)]
     parts.append("</ul><h2>Figures</h2>")
     for fig in figures:
         parts.append(f"<h3>{html.escape(fig.title)}</h3>")
@@ -329,7 +378,11 @@ def _display_effects(rmap: RegimeMap) -> pd.DataFrame:
                 _ci(*v) for v in zip(e["margin"], e["margin_low"], e["margin_high"], strict=True)
             ],
             "regime": e["regime"],
-            "theory agrees": e["theory_agrees"],
+            "nobody enters: offset / none": [
+                f"{'yes' if a else 'no'} / {'yes' if b else 'no'}"
+                for a, b in zip(e["collapse_offset"], e["collapse_no_offset"], strict=True)
+            ],
+            "theory: enters without offset": e["theory_enters_no_offset"],
         }
     )
 
@@ -350,9 +403,13 @@ def print_regime_summary(path: str | Path, console: Console) -> None:
     """The headline sentences and the per-regime counts, on the terminal."""
     effects = pd.read_csv(Path(path) / "regime_cells.csv")
     table = Table(title="Free-riding regime map: cells per regime")
-    table.add_column("regime")
+    table.add_column("the offset's effect on irrelevant entry")
     table.add_column("cells", justify="right")
     for regime, count in effects["regime"].value_counts().items():
         table.add_row(str(regime), str(count))
+    table.add_row("nobody enters without the offset", str(int(effects["collapse_no_offset"].sum())))
+    table.add_row("nobody enters with the offset", str(int(effects["collapse_offset"].sum())))
+    entering = int(effects["theory_enters_no_offset"].sum())
+    table.add_row("theory: margin > cost without the offset", str(entering))
     console.print(table)
     console.print(f"regime map: {Path(path) / REPORT_FILE}", highlight=False, soft_wrap=True)

@@ -15,7 +15,7 @@ from market.regime import entry_margin, free_rider_margin, predicted_entry, roun
 from market.regime_map_cli import grid_file, sweep_argv
 from market.regime_map_cli import parser as study_parser
 from market.sweep.adapter import read_job_table
-from reports.regime_map import classify, is_regime_map, regime_map
+from reports.regime_map import classify, collapsed, is_regime_map, regime_map
 
 COST = "advertisers.catalog.policy.kwargs.cost"
 
@@ -135,23 +135,19 @@ def test_a_tiny_map_writes_its_page_tables_and_figures(tiny_map):
         assert no_offset.loc[cell, "theory_margin"] == pytest.approx(row["margin"])
         assert np.isfinite(row["margin"])
     assert list(cost) == [0.0, 0.6]
+    assert set(rmap.effects["regime"]) <= {"deters", "raises", "no effect"}
+    assert list(rmap.effects["theory_enters_no_offset"]) == list(rmap.effects["margin"] > cost)
     page = (tiny_map / "regime_map.html").read_text()
-    assert "Headline" in page and "collapse" in page
+    assert "Headline" in page and "nobody enters" in page
 
 
-def test_classify_names_the_regimes():
-    base = {"relevant_no_offset": 0.8, "irrelevant_no_offset": 0.6}
-    assert classify({**base, "delta_irrelevant_low": -0.6, "delta_irrelevant_high": -0.3}) == (
-        "deters"
-    )
-    assert classify({**base, "delta_irrelevant_low": 0.1, "delta_irrelevant_high": 0.4}) == "raises"
-    assert classify({**base, "delta_irrelevant_low": -0.1, "delta_irrelevant_high": 0.2}) == (
-        "no effect"
-    )
-    collapsed = {"relevant_no_offset": 0.05, "irrelevant_no_offset": 0.05}
-    assert classify({**collapsed, "delta_irrelevant_low": 0.1, "delta_irrelevant_high": 0.9}) == (
-        "collapse"
-    )
+def test_classify_names_the_offsets_effect_and_collapsed_means_nobody_enters():
+    assert classify({"delta_irrelevant_low": -0.6, "delta_irrelevant_high": -0.3}) == "deters"
+    assert classify({"delta_irrelevant_low": 0.1, "delta_irrelevant_high": 0.4}) == "raises"
+    assert classify({"delta_irrelevant_low": -0.1, "delta_irrelevant_high": 0.2}) == "no effect"
+    assert collapsed(relevant=0.06, irrelevant=0.19)
+    assert not collapsed(relevant=0.30, irrelevant=0.05)  # relevant brands still enter
+    assert not collapsed(relevant=0.06, irrelevant=0.60)  # free riders still enter
 
 
 def test_the_study_is_the_documented_sweep():
