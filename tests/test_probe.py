@@ -158,8 +158,9 @@ def test_the_embedded_model_names_a_lone_entrant_more_than_one_of_eight(hf_engin
         styles=("user",), listed=(1, 8), queries=4, seeds=1, replies=4, params=params
     )
     summary = summarize(probe_replies(hf_engine, settings)[0]).set_index(["prompt", "k"])
-    assert summary.loc[("context", 1), "relevant"] > summary.loc[("context", 8), "relevant"]
-    assert summary.loc[("context", 1), "relevant"] >= 0.5
+    alone, crowded = summary.loc[("context", 1)], summary.loc[("context", 8)]
+    assert alone["relevant"] > crowded["relevant"]
+    assert alone["per_entrant"] > 2 * crowded["per_entrant"]
     assert summary.loc[("advertiser", 1), "relevant"] > 0
 
 
