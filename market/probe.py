@@ -353,7 +353,13 @@ def main(argv: Sequence[str] | None = None, *, engine=None) -> int:
         f"entrant listed {settings.relevant_at}"
     )
     console.print(summary_table(summary, title))
-    figure = dilution_figure(summary, out / "dilution.png", model=engine.info.model)
+    figure = dilution_figure(
+        summary,
+        out / "dilution.png",
+        model=engine.info.model,
+        note=f"relevant entrant listed {settings.relevant_at}, {settings.params.max_new_tokens} "
+        "tokens",
+    )
     console.print(
         f"{len(seconds)} generate calls in {elapsed:.1f} s; wrote {out / 'probe.csv'}, "
         f"{out / 'replies.csv'}, {figure}",

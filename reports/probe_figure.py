@@ -8,6 +8,7 @@ entrants share the context-aware prompt, the less each is named). The dashed lin
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,11 @@ CURVES = (
 )
 
 
-def dilution_figure(summary: pd.DataFrame, path: str | Path, *, model: str = "") -> Path:
-    """Draw `market.probe.summarize`'s table as the dilution curve(s) into ``path`` (PNG)."""
+def dilution_figure(
+    summary: pd.DataFrame, path: str | Path, *, model: str = "", note: str = ""
+) -> Path:
+    """Draw `market.probe.summarize`'s table as the dilution curve(s) into ``path`` (PNG);
+    ``note`` (e.g. where the relevant entrant is listed) goes under the title."""
     path = Path(path)
     styles = list(dict.fromkeys(summary["style"]))
     fig = Figure(figsize=(PANEL[0] * len(styles), PANEL[1]), layout="constrained")
@@ -61,8 +65,11 @@ def dilution_figure(summary: pd.DataFrame, path: str | Path, *, model: str = "")
     axes[0].set_ylabel("share of replies (95% Wilson CI)")
     axes[-1].legend(loc="upper right", fontsize="small")
     n = int(summary["replies"].iloc[0])
-    where = f" on {model}" if model else ""
-    fig.suptitle(f"Dilution of the context-aware prompt{where}: {n} replies per point")
+    lines = ["Dilution of the context-aware prompt", model, f"{n} replies per point; {note}"]
+    fig.suptitle(
+        "\n".join(textwrap.fill(x, 70 * len(styles)) for x in lines if x.strip("; ")),
+        fontsize="medium",
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return path

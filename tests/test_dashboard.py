@@ -173,6 +173,23 @@ def test_a_live_market_stops_at_its_round_cap(free_riding, monkeypatch):
     assert not live.running  # SolaraViz stops playing
 
 
+def test_reset_closes_the_market_it_replaces(free_riding):
+    """SolaraViz's Reset assigns a new market to the session's reactive value; the old one must
+    leave Mesa's class-level ``Agent._ids`` (which would keep every market alive)."""
+    import mesa
+
+    from market.dashboard.app import Setup
+
+    setup = Setup(free_riding, defaults(free_riding), Engines(cache=False))
+    session = setup.reactive_market()
+    first = session.value
+    first.step()
+    assert first in mesa.Agent._ids
+    session.value = setup.market()  # what Reset does
+    assert first not in mesa.Agent._ids and session.value in mesa.Agent._ids
+    session.value.close()
+
+
 @pytest.mark.slow
 def test_the_embedded_model_is_selectable():
     """The engine menu's hf entry builds the embedded LLM (a round on it takes minutes on a

@@ -60,6 +60,13 @@ class Setup:
     def market(self, knobs: Knobs | None = None) -> LiveMarket:
         return LiveMarket.from_knobs(self.base, self.engines, knobs or self.start)
 
+    def reactive_market(self) -> solara.Reactive[LiveMarket]:
+        """A session's market, as the reactive value SolaraViz replaces on Reset; the market it
+        replaces is closed (`MarketModel.close`), or Mesa would keep every one alive."""
+        market = solara.reactive(self.market())
+        market.subscribe_change(lambda new, old: old.close() if old is not new else None)
+        return market
+
 
 _setup: Setup | None = None
 
@@ -80,7 +87,7 @@ def current() -> Setup:
 @solara.component
 def Page():
     setup = current()
-    market = solara.use_memo(setup.market, [])
+    market = solara.use_memo(setup.reactive_market, [])
     solara.Style(CSS)
     solara.Title(f"admarket · {setup.base.name}")
     SolaraViz(
