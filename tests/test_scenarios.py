@@ -106,11 +106,19 @@ def test_free_riding_compares_offset_on_and_off():
     )
 
 
-def test_dilution_variants_grow_the_number_of_always_entering_advertisers():
+def test_dilution_variants_grow_the_number_of_always_entering_advertisers_then_learn():
     variants = expand_variants(load_scenario("dilution"))
-    sizes = [len(v.advertisers) for v in variants.values()]
+    always = {k: v for k, v in variants.items() if k.startswith("entrants_")}
+    sizes = [len(v.advertisers) for v in always.values()]
     assert sizes == sorted(sizes) and sizes[0] == 1 and sizes[-1] >= 8
-    assert all(a.policy.type == "always" for v in variants.values() for a in v.advertisers)
+    assert all(a.policy.type == "always" for v in always.values() for a in v.advertisers)
+    learning = [v for k, v in variants.items() if k not in always]
+    assert learning and all(len(v.advertisers) == sizes[-1] for v in learning)
+    assert all(
+        a.policy.type != "always" and a.policy.kwargs.get("learn_from") == "gain"
+        for v in learning
+        for a in v.advertisers
+    )
 
 
 def test_policies_tournament_has_every_policy_type():
