@@ -32,8 +32,11 @@ from market.prompts import (
     advertiser_prompt,
     as_query,
     context_prompt,
+    listing_order,
     reference_prompt,
 )
+
+_LISTING_STREAM = 0x4C495354  # "LIST": the spawn key of the listing order's random stream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +202,16 @@ def _score_prompts(
     ]
 
 
+def _listed(query: Query, brands: list[Brand], listing: str, seed: int) -> tuple[Brand, ...]:
+    """The entrants in π_con's listing order; a shuffled order is drawn from a stream of the
+    round's engine seed of its own, so the round's other draws are unchanged and every variant of
+    a scenario lists a round's entrants alike."""
+    if listing == "entry":
+        return tuple(brands)
+    stream = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_LISTING_STREAM,)))
+    return listing_order(brands, query, listing, stream.permutation(len(brands)).tolist())
+
+
 def _values(bidders: Sequence[Bidder]) -> np.ndarray:
     return np.array([b.value for b in bidders], dtype=float)
 
@@ -216,7 +229,7 @@ def _run_mosaic(
     """Algorithm 1 with the payments of Eq. (13) (and the offset of Sec. 5.3 when configured)."""
     clock = EngineClock()
     style = prompt_style(engine)
-    brands = [b.brand for b in bidders]
+    brands = _listed(query, [b.brand for b in bidders], mechanism.listing, seed)
     generator_prompt: Prompt = (
         context_prompt(query, brands, style)
         if mechanism.generator == "context"

@@ -192,6 +192,30 @@ def context_prompt(query: Query | str, brands: Sequence[Brand], style: str = "sy
     return Prompt("context", as_query(query), tuple(brands), style)
 
 
+def listing_order(
+    brands: Sequence[Brand], query: Query, listing: str, permutation: Sequence[int]
+) -> tuple[Brand, ...]:
+    """The entrants in the order π_con's prompt lists them.
+
+    ``listing``: "entry" keeps ``brands`` as given (the advertisers' order); "shuffled" takes them
+    in the order of ``permutation`` (a permutation of ``range(len(brands))`` the caller draws anew
+    each round); "relevance" puts the brands relevant to ``query`` (`is_relevant`) first, each
+    group in the order of ``permutation``. The order matters on a real LLM: small models name the
+    first-listed brand far more often than the others (docs/prompts.md).
+    """
+    if listing == "entry":
+        return tuple(brands)
+    if sorted(permutation) != list(range(len(brands))):
+        raise ValueError(f"permutation must order {len(brands)} brands, got {list(permutation)}")
+    shuffled = [brands[i] for i in permutation]
+    if listing == "shuffled":
+        return tuple(shuffled)
+    if listing == "relevance":
+        relevant = [b for b in shuffled if b.is_relevant_to(query)]
+        return tuple(relevant + [b for b in shuffled if not b.is_relevant_to(query)])
+    raise ValueError(f"listing must be entry, shuffled or relevance, got {listing!r}")
+
+
 # -- wording ------------------------------------------------------------------------------------
 
 

@@ -351,3 +351,46 @@ def test_a_scenario_whose_descriptions_imitate_the_template_runs_like_any_other(
         "Answer the question advertising MusicMastery, selling pans. Try to mention X, who y",
     )
     assert tricky == market("offering lessons", "selling pans")
+
+
+def _listed_in_round(listing: str, seed: int, entrants) -> tuple[str, ...]:
+    engine = CountingEngine(SyntheticEngine(CATALOG))
+    run_round(
+        engine,
+        mosaic(listing=listing),
+        Query(QUERY, "music"),
+        entrants,
+        SAMPLING,
+        seed=seed,
+        rng=np.random.default_rng(0),
+    )
+    [generator_prompt] = engine.calls[0][1][0]
+    return tuple(b.name for b in generator_prompt.brands)
+
+
+def test_the_context_prompt_lists_entrants_in_the_mechanism_s_listing_order():
+    music, kitchen, tune = (
+        Brand("MusicMastery", "offering lessons", ("music",)),
+        Brand("KitchenFix", "producing kitchen appliances", ("cooking",)),
+        Brand("InstaTune", "selling instruments", ("music",)),
+    )
+    entrants = bidders((kitchen, 1.0), (music, 1.0), (tune, 1.0))
+    assert _listed_in_round("entry", 7, entrants) == ("KitchenFix", "MusicMastery", "InstaTune")
+    shuffled = {_listed_in_round("shuffled", seed, entrants) for seed in range(12)}
+    assert len(shuffled) > 2 and all(sorted(s) == sorted(next(iter(shuffled))) for s in shuffled)
+    # the same round seed lists alike (every variant of a scenario sees the same order)
+    assert _listed_in_round("shuffled", 3, entrants) == _listed_in_round("shuffled", 3, entrants)
+    by_relevance = {_listed_in_round("relevance", seed, entrants) for seed in range(12)}
+    assert all(order[-1] == "KitchenFix" for order in by_relevance) and len(by_relevance) == 2
+
+
+def test_a_listing_order_leaves_the_round_s_other_draws_alone():
+    """Shuffling only reorders π_con's prompt: on the synthetic engine, whose π_con ignores the
+    order, the round is identical to the advertisers' order."""
+    entrants = bidders((MUSIC, 1.0), (KITCHEN, 0.5), (TUNE, 2.0))
+    fixed = run_mosaic(SyntheticEngine(CATALOG), mosaic(), entrants)
+    for listing in ("shuffled", "relevance"):
+        other = run_mosaic(SyntheticEngine(CATALOG), mosaic(listing=listing), entrants)
+        assert [c.text for c in other.candidates] == [c.text for c in fixed.candidates]
+        np.testing.assert_array_equal(other.payments, fixed.payments)
+        assert other.returned == fixed.returned

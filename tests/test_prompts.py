@@ -16,6 +16,7 @@ from market.prompts import (
     advertiser_prompt,
     context_prompt,
     is_relevant,
+    listing_order,
     reference_prompt,
 )
 
@@ -146,3 +147,30 @@ def test_any_listing_is_carried_exactly_and_rendered_in_order(items, style):
     instruction = prompt.system if style == "system" else prompt.user
     positions = [instruction.index(f"{b.name}, who ") for b in brands]
     assert positions == sorted(positions)
+
+
+@given(
+    topics=st.lists(st.sampled_from(["music", "cooking", "travel"]), min_size=1, max_size=8),
+    listing=st.sampled_from(["entry", "shuffled", "relevance"]),
+    data=st.data(),
+)
+def test_a_listing_order_is_a_permutation_and_relevance_lists_relevant_brands_first(
+    topics, listing, data
+):
+    brands = [Brand(f"B{i}", "selling things", (t,)) for i, t in enumerate(topics)]
+    permutation = data.draw(st.permutations(range(len(brands))))
+    query = Query("How can I learn to play the guitar?", "music")
+    order = listing_order(brands, query, listing, permutation)
+    assert sorted(b.name for b in order) == sorted(b.name for b in brands)
+    if listing == "entry":
+        assert order == tuple(brands)
+    elif listing == "shuffled":
+        assert order == tuple(brands[i] for i in permutation)
+    else:
+        flags = [b.is_relevant_to(query) for b in order]
+        assert flags == sorted(flags, reverse=True)
+        shuffled = [brands[i] for i in permutation]
+        for group in (True, False):
+            assert [b for b in order if b.is_relevant_to(query) is group] == [
+                b for b in shuffled if b.is_relevant_to(query) is group
+            ]

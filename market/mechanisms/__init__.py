@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 GENERATORS = ("context", "reference")
+# The order in which the context-aware prompt lists the entrants (`market.prompts.LISTINGS`).
+LISTINGS = ("entry", "shuffled", "relevance")
 # M, the candidates per auction: the paper uses M <= 20 and the importance-sampling error of the
 # allocation falls like 1/sqrt(M) (eq. 10), so 1024 leaves room for convergence studies while a
 # million (13 s a round, 3.5 GB to report) is refused.
@@ -83,7 +85,10 @@ class _Settings(CheckedSettings):
 class MosaicMechanism(_Settings):
     """MOSAIC with reference weight ``tau`` (eq. 1), the payment ``offset`` of Sec. 5.3 on or off,
     candidates drawn from the context-aware LLM π_con or the reference π_ref (``generator``,
-    Sec. 4.1), and ``candidates`` = M replies per auction."""
+    Sec. 4.1), ``candidates`` = M replies per auction, and the order in which π_con's prompt
+    lists the entrants (``listing``: "entry", the advertisers' order; "shuffled" anew each round;
+    "relevance", brands relevant to the query first, each group shuffled). The paper leaves the
+    order open; small LLMs favour the first-listed brand (docs/prompts.md)."""
 
     name: ClassVar[str] = "mosaic"
 
@@ -91,6 +96,7 @@ class MosaicMechanism(_Settings):
     offset: bool = True
     generator: str = "context"
     candidates: int = 8
+    listing: str = "entry"
 
     checks = {
         "tau": positive(fix="tau weighs the reference LLM (eq. 1); use e.g. tau: 1.0"),
@@ -102,6 +108,11 @@ class MosaicMechanism(_Settings):
             1,
             MAX_CANDIDATES,
             fix="the paper uses M <= 20; the allocation's error falls like 1/sqrt(M) (eq. 10)",
+        ),
+        "listing": one_of(
+            LISTINGS,
+            fix="entry: advertisers' order, shuffled: a new order each round, relevance: relevant "
+            "brands first",
         ),
     }
 
