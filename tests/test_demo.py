@@ -131,3 +131,19 @@ def test_the_market_records_the_counterfactual_the_gain_learns_from(tmp_path):
     entered = adv[adv["entered"]]
     assert np.isfinite(entered["expected_reward_without"]).all()
     assert adv.loc[~adv["entered"], "expected_reward_without"].isna().all()
+
+
+@pytest.mark.slow
+def test_the_demo_s_second_half_entry_separates_relevant_from_irrelevant(tmp_path):
+    """`make run`'s story on the embedded model: the music brands keep entering, the unrelated
+    ones (a mention is worth less to them) learn to stay out."""
+    out = tmp_path / "demo"
+    assert admarket(["run", "demo", "--out", str(out), "--no-report", "--no-cache"]) == 0
+    adv = read_table(out, "advertisers")
+    late = adv[adv["round"] >= adv["round"].max() // 2 + 1]
+    entry = late.groupby("relevant")["entered"].mean()
+    assert entry[True] >= entry[False] + 0.5, entry.to_dict()
+    sentence = headline_sentences(load_run(out))[0]
+    assert sentence.startswith(f"Relevant advertisers entered {entry[True]:.0%} of 2nd-half")
+    rounds = read_table(out, "rounds")
+    assert (rounds["mentioned"].map(len) > 0).any()  # replies name the entrants

@@ -86,12 +86,17 @@ def test_demo_matches_the_make_run_brief():
         "offset": True,
         "candidates": 4,
         "tau": 1.0,
+        "listing": "shuffled",  # the small model favours the first-listed brand
     }
     assert 3 <= len(demo.advertisers) <= 4 and 2 <= len(demo.queries) <= 3
     assert demo.sampling.max_new_tokens <= 40 and 15 <= demo.rounds <= 30
-    assert {a.policy.type for a in demo.advertisers} == {"threshold"}
+    assert {a.policy.type for a in demo.advertisers} == {"epsilon_greedy"}
     relevant = {a.name for a in demo.advertisers for q in demo.queries if q.topic in a.topics}
     assert relevant and relevant != {a.name for a in demo.advertisers}
+    # what a mention is worth separates the groups, and the description says so
+    values = {a.name: a.value for a in demo.advertisers}
+    assert min(values[n] for n in relevant) > max(v for n, v in values.items() if n not in relevant)
+    assert "worth less to the unrelated brands" in demo.description
 
 
 def test_free_riding_compares_offset_on_and_off():
@@ -187,9 +192,9 @@ def test_unknown_components_list_the_known_ones(override, path, listed):
 
 
 def test_bad_component_kwargs_name_the_kwarg():
-    message = error_of("demo", ["advertisers.1.policy.kwargs.windw=3"])
-    assert "advertisers.1.policy.kwargs" in message and "'windw'" in message
-    assert "did you mean 'window'" in message
+    message = error_of("demo", ["advertisers.1.policy.kwargs.epsilom=0.2"])
+    assert "advertisers.1.policy.kwargs" in message and "'epsilom'" in message
+    assert "did you mean 'epsilon'" in message
     message = error_of("demo", ["mechanism.kwargs.candidats=3"])
     assert "mechanism.kwargs.candidats" in message and "did you mean 'candidates'" in message
     message = error_of("demo", ["mechanism.kwargs.generator=oracle"])
