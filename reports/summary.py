@@ -45,7 +45,9 @@ def _mention_clause(data: RunData, variant: str) -> str:
     entered = rounds[rounds["n_entrants"] > 0]
     said = int((entered["mentioned"].map(len) > 0).sum())
     empty = len(rounds) - len(entered)
-    left_out = f" ({empty} rounds without entrants left out)" if empty else ""
+    left_out = (
+        f" ({empty} round{'s' if empty != 1 else ''} without entrants left out)" if empty else ""
+    )
     return f"{said} of {len(entered)} returned replies mention an entrant{left_out}"
 
 
