@@ -24,6 +24,11 @@ changes the candidates (dilution), and the other entrants change too. `round_mar
 ``auctions`` table (docs/data.md: log_ref, log_gen and every entrant's rewards per candidate) and
 gives each round's margin; `entry_margin` pools them over every (round, rider who entered), as the
 learner's sample mean does: the reports' theory boundary (`reports.regime_map`).
+
+Both premises can fail on a real LLM, and `rider_payoffs` measures by how much: what the riders'
+two arms actually averaged (utility when in, the outside option's reward when out) and their gain
+from participation on the same candidates (eq. 15). For the theory's rider in − out is 0 with the
+offset and the margin without it, and the gain is 0 with the offset.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ __all__ = [
     "entry_margin",
     "free_rider_margin",
     "predicted_entry",
+    "rider_payoffs",
     "round_margins",
 ]
 
@@ -131,3 +137,31 @@ def entry_margin(margins: pd.DataFrame) -> float:
     if weights.sum() == 0:
         return float("nan")
     return float(np.average(inside["margin"].to_numpy(float), weights=weights))
+
+
+def rider_payoffs(advertisers: pd.DataFrame, riders: Collection[str]) -> dict[str, float]:
+    """What the riders' ε-greedy arms saw in one run (``learn_from: expected``, over every round).
+
+    ``advertisers``: rows of one variant's advertisers table (advertiser, entered, utility,
+    outside_reward, expected_reward_without). Returns ``in``: the mean utility E[r] − p (eq. 4)
+    of the rounds a rider entered, before the entry cost; ``out``: the mean reward of the reply
+    shown while she stayed out (the outside option); ``advantage``: in − out, what her arms'
+    sample means compare with the cost; ``gain``: the mean gain from participation on the same
+    candidates, utility − expected_reward_without (eq. 15). A constant-reward rider whose entry
+    does not change the candidates has advantage = gain = 0 with the offset and advantage =
+    `free_rider_margin` without it. NaN where no rider entered (or none stayed out).
+    """
+    mine = advertisers[advertisers["advertiser"].isin(set(riders))]
+    inside, outside = mine[mine["entered"].astype(bool)], mine[~mine["entered"].astype(bool)]
+    utility = inside["utility"].to_numpy(float)
+    without = inside["expected_reward_without"].to_numpy(float)
+    reward_out = outside["outside_reward"].to_numpy(float)
+    reward_out = reward_out[np.isfinite(reward_out)]
+    mean_in = float(utility.mean()) if utility.size else float("nan")
+    mean_out = float(reward_out.mean()) if reward_out.size else float("nan")
+    return {
+        "in": mean_in,
+        "out": mean_out,
+        "advantage": mean_in - mean_out,
+        "gain": float(np.mean(utility - without)) if utility.size else float("nan"),
+    }

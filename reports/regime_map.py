@@ -13,7 +13,13 @@ Per cell and variant, over seeds (95% t-intervals): irrelevant and relevant entr
 half of the run, revenue, welfare, total gain (`market.sweep.metrics`). Per cell: the offset's
 effect on irrelevant entry (offset − no offset, paired by seed), the free-rider margin
 τ·logsumexp(β_{-i}) from the no-offset variant's recorded logits (second half), and the entry the
-theory predicts for a constant-reward entrant with and without the offset.
+theory predicts for a constant-reward entrant with and without the offset; and what the riders'
+two arms actually averaged (`market.regime.rider_payoffs`: in − out, and the gain on the same
+candidates), which shows where the theory's constant-reward premise fails (a real LLM's replies).
+
+Any grid over the cost works, down to the cost alone (the map's real-model slice,
+``scenarios/studies/free_riding_map_llm.yaml``, is one row of it): what the grid does not vary
+(engine, M, τ, shoehorn, reply length) is read from the cells' scenario and named on the page.
 """
 
 from __future__ import annotations
@@ -29,7 +35,13 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import spearmanr
 
-from market.regime import OFFSET_MARGIN, entry_margin, predicted_entry, round_margins
+from market.regime import (
+    OFFSET_MARGIN,
+    entry_margin,
+    predicted_entry,
+    rider_payoffs,
+    round_margins,
+)
 from market.sweep import CELLS_FILE, SUMMARY_FILE, SWEEP_FILE
 from market.sweep.adapter import read_job_table
 from reports.data import RunDataError
@@ -44,6 +56,7 @@ TAU = "mechanism.kwargs.tau"
 SHOEHORN = "engine.kwargs.shoehorn"
 SHORT = {COST: "cost", CANDIDATES: "M", TAU: "tau", SHOEHORN: "shoehorn"}
 METRICS = ("entry_irrelevant_late", "entry_relevant_late", "revenue", "welfare", "total_gain")
+RIDER = ("rider_in", "rider_out", "rider_advantage", "rider_gain")
 REPORT_FILE = "regime_map.html"
 # A cell "collapses" without the offset when relevant and irrelevant advertisers alike enter no
 # more than this share of second-half rounds: ε-greedy exploration alone gives ε/2.
@@ -55,7 +68,8 @@ __all__ = ["REPORT_FILE", "RegimeMap", "build_regime_map", "is_regime_map", "reg
 @dataclass(frozen=True)
 class RegimeMap:
     """The measured map: ``cells`` (one row per cell × variant), ``effects`` (one row per cell),
-    the grid keys in display order, ε, and the sweep's plan (``manifest``)."""
+    the grid keys in display order, ε, the sweep's plan (``manifest``) and ``setting``: what the
+    grid holds fixed, in words (engine, M, τ, shoehorn, reply length)."""
 
     path: Path
     manifest: dict
@@ -63,6 +77,17 @@ class RegimeMap:
     cells: pd.DataFrame
     effects: pd.DataFrame
     epsilon: float
+    setting: str = ""
+
+    @property
+    def row_keys(self) -> list[str]:
+        """The grid keys but the cost: one row of the map per combination of their values."""
+        return [k for k in self.keys if k != COST]
+
+    @property
+    def row_label(self) -> str:
+        """The one row's name when the grid varies the cost alone."""
+        return self.setting or "the map"
 
 
 def is_regime_map(path: str | Path) -> bool:
@@ -94,20 +119,48 @@ def _variants(scenario) -> dict[bool, str]:
     return modes
 
 
-def job_margin(run_dir: Path, variant: str, tau: float) -> float:
-    """The free-rider margin one job's ``variant`` gave its riders (`market.regime.entry_margin`
-    over every round: an ε-greedy learner's sample mean covers the whole run); the riders are the
-    advertisers irrelevant to every query of the run."""
+def job_theory(
+    run_dir: Path, modes: dict[bool, str], tau: float
+) -> tuple[float, dict[bool, dict[str, float]]]:
+    """One job's free-rider margin — `market.regime.entry_margin` of its no-offset variant over
+    every round (an ε-greedy learner's sample mean covers the whole run) — and, per variant (keyed
+    as ``modes``: offset on / off), what its riders' arms saw (`market.regime.rider_payoffs`).
+    The riders are the advertisers irrelevant to every query of the run."""
     auctions = read_job_table(
         run_dir,
         "auctions",
         ("variant", "seed", "round", "candidate", "log_ref", "log_gen", "rewards", "entrants"),
     )
-    advertisers = read_job_table(run_dir, "advertisers", ("advertiser", "relevant"))
+    columns = ("variant", "advertiser", "relevant", "entered", "utility", "outside_reward")
+    advertisers = read_job_table(run_dir, "advertisers", (*columns, "expected_reward_without"))
     relevant = advertisers.groupby("advertiser")["relevant"].any()
     riders = set(relevant.index[~relevant])
-    auctions = auctions[auctions["variant"] == variant]
-    return entry_margin(round_margins(auctions, riders, tau))
+    margin = entry_margin(round_margins(auctions[auctions["variant"] == modes[False]], riders, tau))
+    payoffs = {
+        offset: rider_payoffs(advertisers[advertisers["variant"] == variant], riders)
+        for offset, variant in modes.items()
+    }
+    return margin, payoffs
+
+
+def setting_of(scenario, grid_keys: list[str]) -> str:
+    """What a map holds fixed, from one cell's scenario: the engine (and its shoehorn), M, τ and
+    the reply length, each unless the grid varies it."""
+    engine = scenario.engine.type
+    if engine == "hf":
+        engine += f" ({scenario.engine.kwargs.get('model') or 'embedded SmolLM2-135M-Instruct'})"
+    pieces = [f"engine {engine}"]
+    fixed = (
+        (SHOEHORN, scenario.engine.kwargs.get("shoehorn") if scenario.engine.type == "synthetic"
+         else None),
+        (CANDIDATES, scenario.mechanism.kwargs.get("candidates")),
+        (TAU, scenario.mechanism.kwargs.get("tau", 1.0)),
+    )  # fmt: skip
+    for key, value in fixed:
+        if key not in grid_keys and value is not None:
+            pieces.append(f"{SHORT[key]} {float(value):g}")
+    pieces.append(f"replies ≤ {scenario.sampling.max_new_tokens} tokens")
+    return ", ".join(pieces)
 
 
 def regime_map(path: str | Path) -> RegimeMap:
@@ -126,28 +179,29 @@ def regime_map(path: str | Path) -> RegimeMap:
     keys = (*keys, COST)
     summary = pd.read_parquet(path / SUMMARY_FILE)
     cells_frame = pd.read_parquet(path / CELLS_FILE).set_index("cell")
-    rows, effects, epsilon = [], [], np.nan
+    rows, effects, epsilon, setting = [], [], np.nan, ""
     for cell, part in summary.groupby("cell", sort=True):
         scenario = load_scenario(path / "cells" / f"c{int(cell):04d}.yaml")
+        setting = setting or setting_of(scenario, grid_keys)
         modes = _variants(scenario)
         tau = float(scenario.mechanism.kwargs.get("tau", 1.0))
         epsilon = float(scenario.advertisers[0].policy.kwargs.get("epsilon", np.nan))
         cost = float(cells_frame.loc[cell, COST])
         grid = {k: cells_frame.loc[cell, k] for k in keys}
-        margins = [
-            job_margin(path / "runs" / job, modes[False], tau)
-            for job in sorted(pd.unique(part["job"]))
-        ]
-        margin = _interval(margins)
+        theory = [job_theory(path / "runs" / job, modes, tau) for job in sorted(set(part["job"]))]
+        margin = _interval([m for m, _ in theory])
         for offset, variant in modes.items():
             mine = part[part["variant"] == variant]
             row = {"cell": int(cell), **grid, "variant": variant, "offset": offset}
             row["seeds"] = len(mine)
             for metric in METRICS:
                 row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = _interval(mine[metric])
-            theory = OFFSET_MARGIN if offset else margin[0]
-            row["theory_margin"] = theory
-            row["predicted_irrelevant_entry"] = predicted_entry(theory, cost, epsilon)
+            boundary = OFFSET_MARGIN if offset else margin[0]
+            row["theory_margin"] = boundary
+            row["predicted_irrelevant_entry"] = predicted_entry(boundary, cost, epsilon)
+            for name in RIDER:
+                seen = [payoffs[offset][name.removeprefix("rider_")] for _, payoffs in theory]
+                row[name], row[f"{name}_low"], row[f"{name}_high"] = _interval(seen)
             rows.append(row)
         on = part[part["variant"] == modes[True]].set_index("seed_index")
         off = part[part["variant"] == modes[False]].set_index("seed_index")
@@ -166,6 +220,10 @@ def regime_map(path: str | Path) -> RegimeMap:
         effect["irrelevant_no_offset"] = float(off["entry_irrelevant_late"].mean())
         effect["relevant_offset"] = float(on["entry_relevant_late"].mean())
         effect["relevant_no_offset"] = float(off["entry_relevant_late"].mean())
+        for offset, label in ((True, "offset"), (False, "no_offset")):
+            for name in ("advantage", "gain"):
+                seen = [payoffs[offset][name] for _, payoffs in theory]
+                effect[f"rider_{name}_{label}"] = float(np.nanmean(seen)) if seen else np.nan
         effect["regime"] = classify(effect)
         effect["collapse_no_offset"] = collapsed(
             effect["relevant_no_offset"], effect["irrelevant_no_offset"]
@@ -177,7 +235,7 @@ def regime_map(path: str | Path) -> RegimeMap:
     cells = pd.DataFrame(rows)
     effect_frame = pd.DataFrame(effects)
     effect_frame["theory_enters_no_offset"] = effect_frame["margin"] > effect_frame[COST]
-    return RegimeMap(path, manifest, keys, cells, effect_frame, epsilon)
+    return RegimeMap(path, manifest, keys, cells, effect_frame, epsilon, setting)
 
 
 def classify(effect: dict) -> str:
@@ -229,10 +287,10 @@ def headline(rmap: RegimeMap) -> list[str]:
         groups = [(v, effects[effects[SHOEHORN] == v]) for v in sorted(set(effects[SHOEHORN]))]
     for level, part in groups:
         lines.append(_theory_sentence(part, level, rmap.epsilon))
+    lines.append(_rider_sentence(effects))
     tuned = effects
     for key, value in ((COST, 0.3), (CANDIDATES, 16), (TAU, 1.0), (SHOEHORN, 0.0)):
-        if key in tuned.columns:
-            tuned = tuned[np.isclose(tuned[key].astype(float), value)]
+        tuned = tuned[np.isclose(tuned[key].astype(float), value)] if key in keys else tuned[:0]
     if len(tuned) == 1:
         t = tuned.iloc[0]
         lines.append(
@@ -248,11 +306,13 @@ def headline(rmap: RegimeMap) -> list[str]:
 def rows_in_words(rmap: RegimeMap) -> list[str]:
     """One line per combination of the grid keys but the cost: at which costs the offset deters,
     raises or does nothing to irrelevant entry, and where nobody enters."""
-    keys = [k for k in rmap.keys if k != COST]
+    keys = rmap.row_keys
+    groups = rmap.effects.groupby(keys, sort=True) if keys else [((), rmap.effects)]
     lines = []
-    for values, part in rmap.effects.groupby(keys, sort=True):
+    for values, part in groups:
         values = values if isinstance(values, tuple) else (values,)
         where = ", ".join(f"{SHORT.get(k, k)} {v:g}" for k, v in zip(keys, values, strict=True))
+        where = where or rmap.row_label
         pieces = []
         for regime in ("deters", "raises", "no effect"):
             costs = part.loc[part["regime"] == regime, COST]
@@ -263,8 +323,24 @@ def rows_in_words(rmap: RegimeMap) -> list[str]:
             if len(costs):
                 shown = ", ".join(f"{c:g}" for c in costs)
                 pieces.append(f"nobody enters {label} the offset at cost {shown}")
+        if not part[["collapse_no_offset", "collapse_offset"]].to_numpy(bool).any():
+            pieces.append("somebody enters at every cost, with the offset and without")
         lines.append(f"{where}: the offset " + "; ".join(pieces) + ".")
     return lines
+
+
+def _rider_sentence(effects: pd.DataFrame) -> str:
+    """What the irrelevant brands' two arms averaged, against the constant-reward theory."""
+    mean = {column: float(np.nanmean(effects[column])) for column in effects.columns
+            if column.startswith("rider_")}  # fmt: skip
+    return (
+        "What the irrelevant brands' arms saw (mean over cells; market/regime.py rider_payoffs): "
+        f"with the offset their utility when in exceeded their reward when out by "
+        f"{mean['rider_advantage_offset']:.2f} (constant-reward theory: 0) and their gain from "
+        f"participation on the same candidates (eq. 15) was {mean['rider_gain_offset']:.2f} "
+        f"(theory: 0); without the offset in − out was {mean['rider_advantage_no_offset']:.2f} "
+        f"(theory: the margin, {float(np.nanmean(effects['margin'])):.2f} on average)."
+    )
 
 
 def _theory_sentence(part: pd.DataFrame, shoehorn: float | None, epsilon: float) -> str:
@@ -308,6 +384,7 @@ def build_regime_map(path: str | Path) -> Path:
             f"{SHORT.get(a['key'], a['key'])} ∈ {{{', '.join(a['values'])}}}"
             for a in rmap.manifest["grid"]
         ),
+        "held fixed": rmap.setting,
         "seeds per cell, rounds": f"{rmap.manifest['seeds']}, {rmap.manifest['rounds']}",
         "exploration ε": f"{rmap.epsilon:g} (ε-greedy: a settled advertiser enters 1 − ε/2 or ε/2"
         " of the rounds)",
@@ -323,6 +400,12 @@ def build_regime_map(path: str | Path) -> Path:
         "irrelevant brand was in (her entry changes the candidates: π_con lists her), as her "
         "ε-greedy sample mean does. Irrelevant brands are nearly constant-reward only with "
         "shoehorn 0.",
+        "The riders' arms (market/regime.py rider_payoffs, every round of each run, mean over "
+        "seeds): in − out = an irrelevant brand's mean utility when she entered minus her mean "
+        "reward on the reply shown while she stayed out — what her ε-greedy arms compare with "
+        "the cost. It is 0 with the offset and the margin without it only when her reward is "
+        "constant and her entry leaves the candidates alone; the gain on the same candidates "
+        "(eq. 15) isolates the first premise.",
         "Regimes: deters / raises = the 95% CI of the offset's effect on irrelevant entry is "
         f"below / above 0; nobody enters = relevant entry ≤ {COLLAPSE} and irrelevant entry ≤ "
         f"{COLLAPSE + 0.1:g} (ε-greedy exploration alone gives ε/2).",
@@ -383,6 +466,16 @@ def _display_effects(rmap: RegimeMap) -> pd.DataFrame:
                 for a, b in zip(e["collapse_offset"], e["collapse_no_offset"], strict=True)
             ],
             "theory: enters without offset": e["theory_enters_no_offset"],
+            "riders' in − out, offset / none": [
+                f"{a:.3g} / {b:.3g}"
+                for a, b in zip(
+                    e["rider_advantage_offset"], e["rider_advantage_no_offset"], strict=True
+                )
+            ],
+            "riders' gain (eq. 15), offset / none": [
+                f"{a:.3g} / {b:.3g}"
+                for a, b in zip(e["rider_gain_offset"], e["rider_gain_no_offset"], strict=True)
+            ],
         }
     )
 
@@ -396,6 +489,10 @@ def _display_cells(rmap: RegimeMap) -> pd.DataFrame:
             _ci(*v) for v in zip(c[metric], c[f"{metric}_low"], c[f"{metric}_high"], strict=True)
         ]
     frame["predicted irrelevant entry"] = c["predicted_irrelevant_entry"]
+    for name in RIDER:
+        frame[name] = [
+            _ci(*v) for v in zip(c[name], c[f"{name}_low"], c[f"{name}_high"], strict=True)
+        ]
     return frame
 
 
