@@ -46,6 +46,7 @@ from market.sweep import CELLS_FILE, SUMMARY_FILE, SWEEP_FILE
 from market.sweep.adapter import read_job_table
 from reports.data import RunDataError
 from reports.regime_figures import draw_regime_figures
+from reports.regime_tables import display_cells, display_effects
 from reports.stats import t_interval
 from reports.template import figure_html, meta_list, notes_html, page, table_html
 from scenarios.loader import expand_variants, load_scenario
@@ -350,7 +351,6 @@ def _theory_sentence(part: pd.DataFrame, shoehorn: float | None, epsilon: float)
     positive = part[cost > 0]
     x, y = (part["margin"] - cost).to_numpy(float), part["irrelevant_no_offset"].to_numpy(float)
     varies = len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
-    rho = spearmanr(x, y).statistic if varies else np.nan
     where = "all cells" if shoehorn is None else f"shoehorn {shoehorn:g}"
     if shoehorn is not None:
         where += (
@@ -358,16 +358,33 @@ def _theory_sentence(part: pd.DataFrame, shoehorn: float | None, epsilon: float)
             if shoehorn == 0
             else " (irrelevant brands pull replies off-topic: rewards not constant)"
         )
+    with_offset = []
+    if len(positive):
+        with_offset.append(
+            f"stay out at every cost > 0 — measured {positive['irrelevant_offset'].mean():.2f} "
+            f"on average in those {len(positive)} cells (max "
+            f"{positive['irrelevant_offset'].max():.2f}; ε/2 = {epsilon / 2:g})"
+        )
+    if (cost == 0).any():
+        with_offset.append(
+            f"indifference at cost 0 (measured {part.loc[cost == 0, 'irrelevant_offset'].mean():.2f})"
+        )
+    without = [
+        f"in the {int(mask.sum())} cells where the margin {label} the cost it averages "
+        f"{part.loc[mask, 'irrelevant_no_offset'].mean():.2f}"
+        for mask, label in ((pays, "exceeds"), (~pays, "does not exceed"))
+        if mask.any()
+    ]
+    if varies:
+        without.append(
+            f"Spearman ρ(margin − cost, entry without the offset) = {spearmanr(x, y).statistic:.2f}"
+        )
     return (
-        f"Theory vs measured irrelevant entry, {where}: with the offset the theory says stay out "
-        f"at every cost > 0 — measured {positive['irrelevant_offset'].mean():.2f} on average in "
-        f"those {len(positive)} cells (max {positive['irrelevant_offset'].max():.2f}; ε/2 = "
-        f"{epsilon / 2:g}) — and indifference at cost 0 (measured "
-        f"{part.loc[cost == 0, 'irrelevant_offset'].mean():.2f}); without the offset, in the "
-        f"{int(pays.sum())} cells where the margin exceeds the cost it averages "
-        f"{part.loc[pays, 'irrelevant_no_offset'].mean():.2f}, in the {int((~pays).sum())} where "
-        f"it does not {part.loc[~pays, 'irrelevant_no_offset'].mean():.2f}; Spearman "
-        f"ρ(margin − cost, entry without the offset) = {rho:.2f}."
+        f"Theory vs measured irrelevant entry, {where}: with the offset the theory says "
+        + " and ".join(with_offset)
+        + "; without the offset, "
+        + "; ".join(without)
+        + "."
     )
 
 
@@ -419,81 +436,14 @@ def build_regime_map(path: str | Path) -> Path:
         parts.append(f"<h3>{html.escape(fig.title)}</h3>")
         parts.append(figure_html(f"figures/{fig.path.name}", fig.caption, fig.title))
     parts.append("<h2>Per cell: the offset's effect, the theory, the regime</h2>")
-    parts.append(table_html(_display_effects(rmap)))
+    parts.append(table_html(display_effects(rmap)))
     parts.append("<h2>Per cell and variant: mean [95% CI] over seeds</h2>")
-    parts.append(table_html(_display_cells(rmap)))
+    parts.append(table_html(display_cells(rmap)))
     (out / REPORT_FILE).write_text(
         page("Free-riding regime map (issue 8; docs/regime_map.md)", "\n".join(parts)),
         encoding="utf-8",
     )
     return out / REPORT_FILE
-
-
-def _ci(mean: float, low: float, high: float) -> str:
-    if not np.isfinite(low):
-        return f"{mean:.3g}"
-    return f"{mean:.3g} [{low:.3g}, {high:.3g}]"
-
-
-def _display_effects(rmap: RegimeMap) -> pd.DataFrame:
-    e = rmap.effects
-    return pd.DataFrame(
-        {
-            **{SHORT.get(k, k): e[k] for k in rmap.keys},
-            "irrelevant entry, offset / none": [
-                f"{a:.2f} / {b:.2f}"
-                for a, b in zip(e["irrelevant_offset"], e["irrelevant_no_offset"], strict=True)
-            ],
-            "offset − none, irrelevant": [
-                _ci(*v)
-                for v in zip(
-                    e["delta_irrelevant"],
-                    e["delta_irrelevant_low"],
-                    e["delta_irrelevant_high"],
-                    strict=True,
-                )
-            ],
-            "relevant entry, offset / none": [
-                f"{a:.2f} / {b:.2f}"
-                for a, b in zip(e["relevant_offset"], e["relevant_no_offset"], strict=True)
-            ],
-            "margin τ·lse(β_-i)": [
-                _ci(*v) for v in zip(e["margin"], e["margin_low"], e["margin_high"], strict=True)
-            ],
-            "regime": e["regime"],
-            "nobody enters: offset / none": [
-                f"{'yes' if a else 'no'} / {'yes' if b else 'no'}"
-                for a, b in zip(e["collapse_offset"], e["collapse_no_offset"], strict=True)
-            ],
-            "theory: enters without offset": e["theory_enters_no_offset"],
-            "riders' in − out, offset / none": [
-                f"{a:.3g} / {b:.3g}"
-                for a, b in zip(
-                    e["rider_advantage_offset"], e["rider_advantage_no_offset"], strict=True
-                )
-            ],
-            "riders' gain (eq. 15), offset / none": [
-                f"{a:.3g} / {b:.3g}"
-                for a, b in zip(e["rider_gain_offset"], e["rider_gain_no_offset"], strict=True)
-            ],
-        }
-    )
-
-
-def _display_cells(rmap: RegimeMap) -> pd.DataFrame:
-    c = rmap.cells
-    frame = pd.DataFrame({SHORT.get(k, k): c[k] for k in rmap.keys})
-    frame["variant"] = c["variant"]
-    for metric in METRICS:
-        frame[metric] = [
-            _ci(*v) for v in zip(c[metric], c[f"{metric}_low"], c[f"{metric}_high"], strict=True)
-        ]
-    frame["predicted irrelevant entry"] = c["predicted_irrelevant_entry"]
-    for name in RIDER:
-        frame[name] = [
-            _ci(*v) for v in zip(c[name], c[f"{name}_low"], c[f"{name}_high"], strict=True)
-        ]
-    return frame
 
 
 def print_regime_summary(path: str | Path, console: Console) -> None:
