@@ -100,7 +100,9 @@ def round_margins(auctions: pd.DataFrame, riders: Collection[str], tau: float) -
     log_gen, rewards, entrants). ``riders``: the names of the constant-reward advertisers
     (free_riding's irrelevant brands). A round's margin is the mean of `free_rider_margin` over
     the riders who entered it, each dropped in turn, or the margin of a rider who would join it
-    when none did. ``riders_in`` says how many entered.
+    when none did. ``riders_in`` says how many entered. ``alone`` is τ·logsumexp(log π_ref −
+    log π_gen) over the candidates: the margin with no other entrant's reward in the logits, the
+    importance weights alone — the paper's Fig. 4 case, very negative on long replies.
     """
     riders = set(riders)
     keys = ["variant", "seed", "round"]
@@ -124,19 +126,24 @@ def round_margins(auctions: pd.DataFrame, riders: Collection[str], tau: float) -
             margin = float(np.mean(tau * logsumexp(beta, axis=1)))
         else:
             margin = float(tau * logsumexp(rewards.sum(axis=0) / tau + log_weight))
-        rows.append({**key_frame.iloc[start].to_dict(), "margin": margin, "riders_in": len(inside)})
-    return pd.DataFrame(rows, columns=[*keys, "margin", "riders_in"])
+        alone = float(tau * logsumexp(log_weight))
+        rows.append(
+            {**key_frame.iloc[start].to_dict(), "margin": margin, "alone": alone}
+            | {"riders_in": len(inside)}
+        )
+    return pd.DataFrame(rows, columns=[*keys, "margin", "alone", "riders_in"])
 
 
-def entry_margin(margins: pd.DataFrame) -> float:
+def entry_margin(margins: pd.DataFrame, column: str = "margin") -> float:
     """The margin a constant-reward rider experienced: the mean of τ·logsumexp(β_{-i}) over every
     (round, rider who entered) of `round_margins`' rows — the quantity an ε-greedy rider's sample
-    mean of entering compares with the cost. NaN when no rider ever entered."""
+    mean of entering compares with the cost. NaN when no rider ever entered. ``column="alone"``
+    pools the importance weights' part the same way."""
     inside = margins[margins["riders_in"] > 0]
     weights = inside["riders_in"].to_numpy(float)
     if weights.sum() == 0:
         return float("nan")
-    return float(np.average(inside["margin"].to_numpy(float), weights=weights))
+    return float(np.average(inside[column].to_numpy(float), weights=weights))
 
 
 def rider_payoffs(advertisers: pd.DataFrame, riders: Collection[str]) -> dict[str, float]:

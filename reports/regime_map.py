@@ -122,11 +122,12 @@ def _variants(scenario) -> dict[bool, str]:
 
 def job_theory(
     run_dir: Path, modes: dict[bool, str], tau: float
-) -> tuple[float, dict[bool, dict[str, float]]]:
+) -> tuple[dict[str, float], dict[bool, dict[str, float]]]:
     """One job's free-rider margin — `market.regime.entry_margin` of its no-offset variant over
-    every round (an ε-greedy learner's sample mean covers the whole run) — and, per variant (keyed
-    as ``modes``: offset on / off), what its riders' arms saw (`market.regime.rider_payoffs`).
-    The riders are the advertisers irrelevant to every query of the run."""
+    every round (an ε-greedy learner's sample mean covers the whole run), and its part from the
+    importance weights alone (``alone``) — and, per variant (keyed as ``modes``: offset on / off),
+    what its riders' arms saw (`market.regime.rider_payoffs`). The riders are the advertisers
+    irrelevant to every query of the run."""
     auctions = read_job_table(
         run_dir,
         "auctions",
@@ -136,7 +137,8 @@ def job_theory(
     advertisers = read_job_table(run_dir, "advertisers", (*columns, "expected_reward_without"))
     relevant = advertisers.groupby("advertiser")["relevant"].any()
     riders = set(relevant.index[~relevant])
-    margin = entry_margin(round_margins(auctions[auctions["variant"] == modes[False]], riders, tau))
+    rounds = round_margins(auctions[auctions["variant"] == modes[False]], riders, tau)
+    margin = {column: entry_margin(rounds, column) for column in ("margin", "alone")}
     payoffs = {
         offset: rider_payoffs(advertisers[advertisers["variant"] == variant], riders)
         for offset, variant in modes.items()
@@ -190,7 +192,8 @@ def regime_map(path: str | Path) -> RegimeMap:
         cost = float(cells_frame.loc[cell, COST])
         grid = {k: cells_frame.loc[cell, k] for k in keys}
         theory = [job_theory(path / "runs" / job, modes, tau) for job in sorted(set(part["job"]))]
-        margin = _interval([m for m, _ in theory])
+        margin = _interval([m["margin"] for m, _ in theory])
+        alone = _interval([m["alone"] for m, _ in theory])
         for offset, variant in modes.items():
             mine = part[part["variant"] == variant]
             row = {"cell": int(cell), **grid, "variant": variant, "offset": offset}
@@ -217,6 +220,7 @@ def regime_map(path: str | Path) -> RegimeMap:
                 effect[f"delta_{short}_high"],
             ) = _interval(diff)
         effect["margin"], effect["margin_low"], effect["margin_high"] = margin
+        effect["margin_alone"], effect["margin_alone_low"], effect["margin_alone_high"] = alone
         effect["irrelevant_offset"] = float(on["entry_irrelevant_late"].mean())
         effect["irrelevant_no_offset"] = float(off["entry_irrelevant_late"].mean())
         effect["relevant_offset"] = float(on["entry_relevant_late"].mean())
@@ -340,7 +344,9 @@ def _rider_sentence(effects: pd.DataFrame) -> str:
         f"{mean['rider_advantage_offset']:.2f} (constant-reward theory: 0) and their gain from "
         f"participation on the same candidates (eq. 15) was {mean['rider_gain_offset']:.2f} "
         f"(theory: 0); without the offset in − out was {mean['rider_advantage_no_offset']:.2f} "
-        f"(theory: the margin, {float(np.nanmean(effects['margin'])):.2f} on average)."
+        f"(theory: the margin, {float(np.nanmean(effects['margin'])):.2f} on average; the "
+        f"importance weights alone, with no other entrant's reward, give "
+        f"{float(np.nanmean(effects['margin_alone'])):.2f})."
     )
 
 
@@ -416,7 +422,8 @@ def build_regime_map(path: str | Path) -> Path:
         "here from the no-offset variant's recorded candidates, averaged over every auction an "
         "irrelevant brand was in (her entry changes the candidates: π_con lists her), as her "
         "ε-greedy sample mean does. Irrelevant brands are nearly constant-reward only with "
-        "shoehorn 0.",
+        "shoehorn 0. 'Weights alone' is τ·lse(log π_ref − log π_gen), the margin with no other "
+        "entrant's reward in the logits (the paper's Fig. 4 case).",
         "The riders' arms (market/regime.py rider_payoffs, every round of each run, mean over "
         "seeds): in − out = an irrelevant brand's mean utility when she entered minus her mean "
         "reward on the reply shown while she stayed out — what her ε-greedy arms compare with "

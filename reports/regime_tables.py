@@ -47,6 +47,12 @@ def display_effects(rmap: RegimeMap) -> pd.DataFrame:
             "margin τ·lse(β_-i)": [
                 _ci(*v) for v in zip(e["margin"], e["margin_low"], e["margin_high"], strict=True)
             ],
+            "of which weights alone, τ·lse(log π_ref/π_gen)": [
+                _ci(*v)
+                for v in zip(
+                    e["margin_alone"], e["margin_alone_low"], e["margin_alone_high"], strict=True
+                )
+            ],
             "regime": e["regime"],
             "nobody enters: offset / none": [
                 f"{'yes' if a else 'no'} / {'yes' if b else 'no'}"

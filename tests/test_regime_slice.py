@@ -125,3 +125,38 @@ def test_rider_payoffs_are_what_the_riders_arms_averaged(cost_only_map):
         | {"expected_reward_without": [np.nan]}
     )
     assert np.isnan(rider_payoffs(nobody, {"a"})["in"])
+
+
+def test_the_weights_alone_margin_is_tau_lse_of_the_log_importance_weights(cost_only_map):
+    """`round_margins`' ``alone``: τ·logsumexp(log π_ref − log π_gen) of each auction by hand,
+    pooled like the margin into the map's ``margin_alone`` (the margin without the others'
+    rewards in the logits)."""
+    from market.regime import entry_margin, round_margins
+
+    run = cost_only_map / "runs" / "c0000-s000"
+    columns = ("variant", "seed", "round", "candidate", "log_ref", "log_gen", "rewards")
+    auctions = read_job_table(run, "auctions", (*columns, "entrants"))
+    auctions = auctions[auctions["variant"] == "no_offset"]
+    table = read_job_table(run, "advertisers", ("advertiser", "relevant"))
+    riders = set(table.loc[~table["relevant"], "advertiser"])
+    margins = round_margins(auctions, riders, 1.0).set_index("round")
+    for round_index, rows in auctions.groupby("round"):
+        weights = rows["log_ref"].to_numpy() - rows["log_gen"].to_numpy()
+        assert margins.loc[round_index, "alone"] == pytest.approx(np.logaddexp.reduce(weights))
+    rmap = regime_map(cost_only_map)
+    alone = [
+        entry_margin(
+            round_margins(
+                read_job_table(
+                    cost_only_map / "runs" / f"c0000-s{seed:03d}",
+                    "auctions",
+                    (*columns, "entrants"),
+                ).query("variant == 'no_offset'"),
+                riders,
+                1.0,
+            ),
+            "alone",
+        )
+        for seed in range(3)
+    ]
+    assert rmap.effects.loc[0, "margin_alone"] == pytest.approx(np.mean(alone))
