@@ -149,26 +149,35 @@ def entry_margin(margins: pd.DataFrame, column: str = "margin") -> float:
 def rider_payoffs(advertisers: pd.DataFrame, riders: Collection[str]) -> dict[str, float]:
     """What the riders' ε-greedy arms saw in one run (``learn_from: expected``, over every round).
 
-    ``advertisers``: rows of one variant's advertisers table (advertiser, entered, utility,
+    ``advertisers``: rows of one variant's advertisers table (round, advertiser, entered, utility,
     outside_reward, expected_reward_without). Returns ``in``: the mean utility E[r] − p (eq. 4)
     of the rounds a rider entered, before the entry cost; ``out``: the mean reward of the reply
     shown while she stayed out (the outside option); ``advantage``: in − out, what her arms'
     sample means compare with the cost; ``gain``: the mean gain from participation on the same
-    candidates, utility − expected_reward_without (eq. 15). A constant-reward rider whose entry
-    does not change the candidates has advantage = gain = 0 with the offset and advantage =
+    candidates, utility − expected_reward_without (eq. 15); ``out_market`` and
+    ``advantage_market``: the same over the out-rounds in which somebody else entered (the reply
+    then comes from the market, not from π_ref alone). A constant-reward rider whose entry does
+    not change the candidates has advantage = gain = 0 with the offset and advantage =
     `free_rider_margin` without it. NaN where no rider entered (or none stayed out).
     """
-    mine = advertisers[advertisers["advertiser"].isin(set(riders))]
-    inside, outside = mine[mine["entered"].astype(bool)], mine[~mine["entered"].astype(bool)]
+    entered = advertisers["entered"].astype(bool)
+    market = entered.groupby(advertisers["round"]).transform("any")
+    mine = advertisers["advertiser"].isin(set(riders))
+    inside, outside = advertisers[mine & entered], advertisers[mine & ~entered]
+    rewards_market = advertisers.loc[mine & ~entered & market, "outside_reward"].to_numpy(float)
+    rewards_market = rewards_market[np.isfinite(rewards_market)]
     utility = inside["utility"].to_numpy(float)
     without = inside["expected_reward_without"].to_numpy(float)
     reward_out = outside["outside_reward"].to_numpy(float)
     reward_out = reward_out[np.isfinite(reward_out)]
     mean_in = float(utility.mean()) if utility.size else float("nan")
     mean_out = float(reward_out.mean()) if reward_out.size else float("nan")
+    out_market = float(rewards_market.mean()) if rewards_market.size else float("nan")
     return {
         "in": mean_in,
         "out": mean_out,
         "advantage": mean_in - mean_out,
+        "out_market": out_market,
+        "advantage_market": mean_in - out_market,
         "gain": float(np.mean(utility - without)) if utility.size else float("nan"),
     }

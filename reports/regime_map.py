@@ -57,7 +57,14 @@ TAU = "mechanism.kwargs.tau"
 SHOEHORN = "engine.kwargs.shoehorn"
 SHORT = {COST: "cost", CANDIDATES: "M", TAU: "tau", SHOEHORN: "shoehorn"}
 METRICS = ("entry_irrelevant_late", "entry_relevant_late", "revenue", "welfare", "total_gain")
-RIDER = ("rider_in", "rider_out", "rider_advantage", "rider_gain")
+RIDER = (
+    "rider_in",
+    "rider_out",
+    "rider_advantage",
+    "rider_gain",
+    "rider_out_market",
+    "rider_advantage_market",
+)
 REPORT_FILE = "regime_map.html"
 # A cell "collapses" without the offset when relevant and irrelevant advertisers alike enter no
 # more than this share of second-half rounds: ε-greedy exploration alone gives ε/2.
@@ -133,7 +140,7 @@ def job_theory(
         "auctions",
         ("variant", "seed", "round", "candidate", "log_ref", "log_gen", "rewards", "entrants"),
     )
-    columns = ("variant", "advertiser", "relevant", "entered", "utility", "outside_reward")
+    columns = ("variant", "round", "advertiser", "relevant", "entered", "utility", "outside_reward")
     advertisers = read_job_table(run_dir, "advertisers", (*columns, "expected_reward_without"))
     relevant = advertisers.groupby("advertiser")["relevant"].any()
     riders = set(relevant.index[~relevant])
@@ -226,7 +233,7 @@ def regime_map(path: str | Path) -> RegimeMap:
         effect["relevant_offset"] = float(on["entry_relevant_late"].mean())
         effect["relevant_no_offset"] = float(off["entry_relevant_late"].mean())
         for offset, label in ((True, "offset"), (False, "no_offset")):
-            for name in ("advantage", "gain"):
+            for name in ("advantage", "gain", "advantage_market"):
                 seen = [payoffs[offset][name] for _, payoffs in theory]
                 effect[f"rider_{name}_{label}"] = float(np.nanmean(seen)) if seen else np.nan
         effect["regime"] = classify(effect)
@@ -343,7 +350,10 @@ def _rider_sentence(effects: pd.DataFrame) -> str:
         f"with the offset their utility when in exceeded their reward when out by "
         f"{mean['rider_advantage_offset']:.2f} (constant-reward theory: 0) and their gain from "
         f"participation on the same candidates (eq. 15) was {mean['rider_gain_offset']:.2f} "
-        f"(theory: 0); without the offset in − out was {mean['rider_advantage_no_offset']:.2f} "
+        f"(theory: 0); counting only the out-rounds in which somebody else entered, in − out "
+        f"was {mean['rider_advantage_market_offset']:.2f} with the offset and "
+        f"{mean['rider_advantage_market_no_offset']:.2f} without; "
+        f"without the offset in − out was {mean['rider_advantage_no_offset']:.2f} "
         f"(theory: the margin, {float(np.nanmean(effects['margin'])):.2f} on average; the "
         f"importance weights alone, with no other entrant's reward, give "
         f"{float(np.nanmean(effects['margin_alone'])):.2f})."
@@ -429,7 +439,9 @@ def build_regime_map(path: str | Path) -> Path:
         "reward on the reply shown while she stayed out — what her ε-greedy arms compare with "
         "the cost. It is 0 with the offset and the margin without it only when her reward is "
         "constant and her entry leaves the candidates alone; the gain on the same candidates "
-        "(eq. 15) isolates the first premise.",
+        "(eq. 15) isolates the first premise. 'In − out, market' counts only the out-rounds in "
+        "which somebody else entered: when nobody enters the reply is π_ref's own (every "
+        "ε-greedy advertiser tries staying out in round 1, all at once).",
         "Regimes: deters / raises = the 95% CI of the offset's effect on irrelevant entry is "
         f"below / above 0; nobody enters = relevant entry ≤ {COLLAPSE} and irrelevant entry ≤ "
         f"{COLLAPSE + 0.1:g} (ε-greedy exploration alone gives ε/2).",

@@ -65,6 +65,14 @@ def display_effects(rmap: RegimeMap) -> pd.DataFrame:
                     e["rider_advantage_offset"], e["rider_advantage_no_offset"], strict=True
                 )
             ],
+            "riders' in − out, market, offset / none": [
+                f"{a:.3g} / {b:.3g}"
+                for a, b in zip(
+                    e["rider_advantage_market_offset"],
+                    e["rider_advantage_market_no_offset"],
+                    strict=True,
+                )
+            ],
             "riders' gain (eq. 15), offset / none": [
                 f"{a:.3g} / {b:.3g}"
                 for a, b in zip(e["rider_gain_offset"], e["rider_gain_no_offset"], strict=True)

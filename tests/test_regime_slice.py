@@ -99,7 +99,7 @@ def test_rider_payoffs_are_what_the_riders_arms_averaged(cost_only_map):
     shoehorn 0 the riders are nearly constant-reward, so their gain with the offset (eq. 15) is
     about 0, and the map reports the seeds' mean of each job's numbers."""
     rmap = regime_map(cost_only_map)
-    columns = ("variant", "advertiser", "relevant", "entered", "utility", "outside_reward")
+    columns = ("variant", "round", "advertiser", "relevant", "entered", "utility", "outside_reward")
     per_job = []
     for seed in range(3):
         table = read_job_table(
@@ -117,14 +117,22 @@ def test_rider_payoffs_are_what_the_riders_arms_averaged(cost_only_map):
             (inside["utility"] - inside["expected_reward_without"]).mean()
         )
         assert abs(seen["gain"]) < 0.01
+        everybody = table[table["variant"] == "offset"].groupby("round")["entered"].any()
+        market = outside[outside["round"].map(everybody)]
+        assert 0 < len(market) < len(outside)  # round 1: everybody tries staying out at once
+        assert seen["out_market"] == pytest.approx(market["outside_reward"].mean())
+        assert seen["advantage_market"] == pytest.approx(
+            inside["utility"].mean() - market["outside_reward"].mean()
+        )
         per_job.append(seen["advantage"])
     cell = rmap.cells[(rmap.cells["cell"] == 1) & rmap.cells["offset"]].iloc[0]
     assert cell["rider_advantage"] == pytest.approx(np.mean(per_job))
     nobody = pd.DataFrame(
-        {"advertiser": ["a"], "entered": [False], "utility": [0.0], "outside_reward": [-0.3]}
-        | {"expected_reward_without": [np.nan]}
+        {"round": [0], "advertiser": ["a"], "entered": [False], "utility": [0.0]}
+        | {"outside_reward": [-0.3], "expected_reward_without": [np.nan]}
     )
-    assert np.isnan(rider_payoffs(nobody, {"a"})["in"])
+    alone = rider_payoffs(nobody, {"a"})
+    assert np.isnan(alone["in"]) and alone["out"] == -0.3 and np.isnan(alone["out_market"])
 
 
 def test_the_weights_alone_margin_is_tau_lse_of_the_log_importance_weights(cost_only_map):
