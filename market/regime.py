@@ -12,8 +12,10 @@ entry cost k:
   logits_j = Σ_k r_kj/τ + log π_ref(y_j) − log π_gen(y_j) (eq. 11, her own c/τ included). She enters
   iff τ·logsumexp(logits) − c > k, i.e. iff τ·logsumexp(β_{-i}) > k: the *margin* below, computed
   from the others' rewards and the importance weights of the recorded candidates. It is positive and
-  grows like log M when the weights π_ref/π_gen are near 1 (short replies), very negative on long
-  replies whose weights are tiny, where nobody enters at all.
+  grows like log M when the weights π_ref/π_gen are near 1 (short replies); on long replies the
+  weights alone make it very negative (nobody enters), unless the others' rewards make up for it —
+  on the embedded model they do: every advertiser's LLM likes ad-laden replies more than π_ref
+  does (docs/regime_map.md, "On the embedded model").
 
 An ε-greedy entrant (`agents.policies.bandits`) compares the sample mean of what entering gave her
 (her utility minus the cost) with the mean of what staying out gave her (the outside option, c):
