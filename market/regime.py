@@ -12,8 +12,10 @@ entry cost k:
   logits_j = Σ_k r_kj/τ + log π_ref(y_j) − log π_gen(y_j) (eq. 11, her own c/τ included). She enters
   iff τ·logsumexp(logits) − c > k, i.e. iff τ·logsumexp(β_{-i}) > k: the *margin* below, computed
   from the others' rewards and the importance weights of the recorded candidates. It is positive and
-  grows like log M when the weights π_ref/π_gen are near 1 (short replies), very negative on long
-  replies whose weights are tiny, where nobody enters at all.
+  grows like log M when the weights π_ref/π_gen are near 1 (short replies); on long replies the
+  weights alone make it very negative (nobody enters), unless the others' rewards make up for it —
+  on the embedded model they do: every advertiser's LLM likes ad-laden replies more than π_ref
+  does (docs/regime_map.md, "On the embedded model").
 
 An ε-greedy entrant (`agents.policies.bandits`) compares the sample mean of what entering gave her
 (her utility minus the cost) with the mean of what staying out gave her (the outside option, c):
@@ -24,6 +26,11 @@ changes the candidates (dilution), and the other entrants change too. `round_mar
 ``auctions`` table (docs/data.md: log_ref, log_gen and every entrant's rewards per candidate) and
 gives each round's margin; `entry_margin` pools them over every (round, rider who entered), as the
 learner's sample mean does: the reports' theory boundary (`reports.regime_map`).
+
+Both premises can fail on a real LLM, and `rider_payoffs` measures by how much: what the riders'
+two arms actually averaged (utility when in, the outside option's reward when out) and their gain
+from participation on the same candidates (eq. 15). For the theory's rider in − out is 0 with the
+offset and the margin without it, and the gain is 0 with the offset.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ __all__ = [
     "entry_margin",
     "free_rider_margin",
     "predicted_entry",
+    "rider_payoffs",
     "round_margins",
 ]
 
@@ -94,7 +102,9 @@ def round_margins(auctions: pd.DataFrame, riders: Collection[str], tau: float) -
     log_gen, rewards, entrants). ``riders``: the names of the constant-reward advertisers
     (free_riding's irrelevant brands). A round's margin is the mean of `free_rider_margin` over
     the riders who entered it, each dropped in turn, or the margin of a rider who would join it
-    when none did. ``riders_in`` says how many entered.
+    when none did. ``riders_in`` says how many entered. ``alone`` is τ·logsumexp(log π_ref −
+    log π_gen) over the candidates: the margin with no other entrant's reward in the logits, the
+    importance weights alone — the paper's Fig. 4 case, very negative on long replies.
     """
     riders = set(riders)
     keys = ["variant", "seed", "round"]
@@ -118,16 +128,58 @@ def round_margins(auctions: pd.DataFrame, riders: Collection[str], tau: float) -
             margin = float(np.mean(tau * logsumexp(beta, axis=1)))
         else:
             margin = float(tau * logsumexp(rewards.sum(axis=0) / tau + log_weight))
-        rows.append({**key_frame.iloc[start].to_dict(), "margin": margin, "riders_in": len(inside)})
-    return pd.DataFrame(rows, columns=[*keys, "margin", "riders_in"])
+        alone = float(tau * logsumexp(log_weight))
+        rows.append(
+            {**key_frame.iloc[start].to_dict(), "margin": margin, "alone": alone}
+            | {"riders_in": len(inside)}
+        )
+    return pd.DataFrame(rows, columns=[*keys, "margin", "alone", "riders_in"])
 
 
-def entry_margin(margins: pd.DataFrame) -> float:
+def entry_margin(margins: pd.DataFrame, column: str = "margin") -> float:
     """The margin a constant-reward rider experienced: the mean of τ·logsumexp(β_{-i}) over every
     (round, rider who entered) of `round_margins`' rows — the quantity an ε-greedy rider's sample
-    mean of entering compares with the cost. NaN when no rider ever entered."""
+    mean of entering compares with the cost. NaN when no rider ever entered. ``column="alone"``
+    pools the importance weights' part the same way."""
     inside = margins[margins["riders_in"] > 0]
     weights = inside["riders_in"].to_numpy(float)
     if weights.sum() == 0:
         return float("nan")
-    return float(np.average(inside["margin"].to_numpy(float), weights=weights))
+    return float(np.average(inside[column].to_numpy(float), weights=weights))
+
+
+def rider_payoffs(advertisers: pd.DataFrame, riders: Collection[str]) -> dict[str, float]:
+    """What the riders' ε-greedy arms saw in one run (``learn_from: expected``, over every round).
+
+    ``advertisers``: rows of one variant's advertisers table (round, advertiser, entered, utility,
+    outside_reward, expected_reward_without). Returns ``in``: the mean utility E[r] − p (eq. 4)
+    of the rounds a rider entered, before the entry cost; ``out``: the mean reward of the reply
+    shown while she stayed out (the outside option); ``advantage``: in − out, what her arms'
+    sample means compare with the cost; ``gain``: the mean gain from participation on the same
+    candidates, utility − expected_reward_without (eq. 15); ``out_market`` and
+    ``advantage_market``: the same over the out-rounds in which somebody else entered (the reply
+    then comes from the market, not from π_ref alone). A constant-reward rider whose entry does
+    not change the candidates has advantage = gain = 0 with the offset and advantage =
+    `free_rider_margin` without it. NaN where no rider entered (or none stayed out).
+    """
+    entered = advertisers["entered"].astype(bool)
+    market = entered.groupby(advertisers["round"]).transform("any")
+    mine = advertisers["advertiser"].isin(set(riders))
+    inside, outside = advertisers[mine & entered], advertisers[mine & ~entered]
+    rewards_market = advertisers.loc[mine & ~entered & market, "outside_reward"].to_numpy(float)
+    rewards_market = rewards_market[np.isfinite(rewards_market)]
+    utility = inside["utility"].to_numpy(float)
+    without = inside["expected_reward_without"].to_numpy(float)
+    reward_out = outside["outside_reward"].to_numpy(float)
+    reward_out = reward_out[np.isfinite(reward_out)]
+    mean_in = float(utility.mean()) if utility.size else float("nan")
+    mean_out = float(reward_out.mean()) if reward_out.size else float("nan")
+    out_market = float(rewards_market.mean()) if rewards_market.size else float("nan")
+    return {
+        "in": mean_in,
+        "out": mean_out,
+        "advantage": mean_in - mean_out,
+        "out_market": out_market,
+        "advantage_market": mean_in - out_market,
+        "gain": float(np.mean(utility - without)) if utility.size else float("nan"),
+    }

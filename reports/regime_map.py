@@ -13,7 +13,13 @@ Per cell and variant, over seeds (95% t-intervals): irrelevant and relevant entr
 half of the run, revenue, welfare, total gain (`market.sweep.metrics`). Per cell: the offset's
 effect on irrelevant entry (offset − no offset, paired by seed), the free-rider margin
 τ·logsumexp(β_{-i}) from the no-offset variant's recorded logits (second half), and the entry the
-theory predicts for a constant-reward entrant with and without the offset.
+theory predicts for a constant-reward entrant with and without the offset; and what the riders'
+two arms actually averaged (`market.regime.rider_payoffs`: in − out, and the gain on the same
+candidates), which shows where the theory's constant-reward premise fails (a real LLM's replies).
+
+Any grid over the cost works, down to the cost alone (the map's real-model slice,
+``scenarios/studies/free_riding_map_llm.yaml``, is one row of it): what the grid does not vary
+(engine, M, τ, shoehorn, reply length) is read from the cells' scenario and named on the page.
 """
 
 from __future__ import annotations
@@ -29,11 +35,18 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import spearmanr
 
-from market.regime import OFFSET_MARGIN, entry_margin, predicted_entry, round_margins
+from market.regime import (
+    OFFSET_MARGIN,
+    entry_margin,
+    predicted_entry,
+    rider_payoffs,
+    round_margins,
+)
 from market.sweep import CELLS_FILE, SUMMARY_FILE, SWEEP_FILE
 from market.sweep.adapter import read_job_table
 from reports.data import RunDataError
 from reports.regime_figures import draw_regime_figures
+from reports.regime_tables import display_cells, display_effects
 from reports.stats import t_interval
 from reports.template import figure_html, meta_list, notes_html, page, table_html
 from scenarios.loader import expand_variants, load_scenario
@@ -44,6 +57,14 @@ TAU = "mechanism.kwargs.tau"
 SHOEHORN = "engine.kwargs.shoehorn"
 SHORT = {COST: "cost", CANDIDATES: "M", TAU: "tau", SHOEHORN: "shoehorn"}
 METRICS = ("entry_irrelevant_late", "entry_relevant_late", "revenue", "welfare", "total_gain")
+RIDER = (
+    "rider_in",
+    "rider_out",
+    "rider_advantage",
+    "rider_gain",
+    "rider_out_market",
+    "rider_advantage_market",
+)
 REPORT_FILE = "regime_map.html"
 # A cell "collapses" without the offset when relevant and irrelevant advertisers alike enter no
 # more than this share of second-half rounds: ε-greedy exploration alone gives ε/2.
@@ -55,7 +76,8 @@ __all__ = ["REPORT_FILE", "RegimeMap", "build_regime_map", "is_regime_map", "reg
 @dataclass(frozen=True)
 class RegimeMap:
     """The measured map: ``cells`` (one row per cell × variant), ``effects`` (one row per cell),
-    the grid keys in display order, ε, and the sweep's plan (``manifest``)."""
+    the grid keys in display order, ε, the sweep's plan (``manifest``) and ``setting``: what the
+    grid holds fixed, in words (engine, M, τ, shoehorn, reply length)."""
 
     path: Path
     manifest: dict
@@ -63,6 +85,17 @@ class RegimeMap:
     cells: pd.DataFrame
     effects: pd.DataFrame
     epsilon: float
+    setting: str = ""
+
+    @property
+    def row_keys(self) -> list[str]:
+        """The grid keys but the cost: one row of the map per combination of their values."""
+        return [k for k in self.keys if k != COST]
+
+    @property
+    def row_label(self) -> str:
+        """The one row's name when the grid varies the cost alone."""
+        return self.setting or "the map"
 
 
 def is_regime_map(path: str | Path) -> bool:
@@ -94,20 +127,50 @@ def _variants(scenario) -> dict[bool, str]:
     return modes
 
 
-def job_margin(run_dir: Path, variant: str, tau: float) -> float:
-    """The free-rider margin one job's ``variant`` gave its riders (`market.regime.entry_margin`
-    over every round: an ε-greedy learner's sample mean covers the whole run); the riders are the
-    advertisers irrelevant to every query of the run."""
+def job_theory(
+    run_dir: Path, modes: dict[bool, str], tau: float
+) -> tuple[dict[str, float], dict[bool, dict[str, float]]]:
+    """One job's free-rider margin — `market.regime.entry_margin` of its no-offset variant over
+    every round (an ε-greedy learner's sample mean covers the whole run), and its part from the
+    importance weights alone (``alone``) — and, per variant (keyed as ``modes``: offset on / off),
+    what its riders' arms saw (`market.regime.rider_payoffs`). The riders are the advertisers
+    irrelevant to every query of the run."""
     auctions = read_job_table(
         run_dir,
         "auctions",
         ("variant", "seed", "round", "candidate", "log_ref", "log_gen", "rewards", "entrants"),
     )
-    advertisers = read_job_table(run_dir, "advertisers", ("advertiser", "relevant"))
+    columns = ("variant", "round", "advertiser", "relevant", "entered", "utility", "outside_reward")
+    advertisers = read_job_table(run_dir, "advertisers", (*columns, "expected_reward_without"))
     relevant = advertisers.groupby("advertiser")["relevant"].any()
     riders = set(relevant.index[~relevant])
-    auctions = auctions[auctions["variant"] == variant]
-    return entry_margin(round_margins(auctions, riders, tau))
+    rounds = round_margins(auctions[auctions["variant"] == modes[False]], riders, tau)
+    margin = {column: entry_margin(rounds, column) for column in ("margin", "alone")}
+    payoffs = {
+        offset: rider_payoffs(advertisers[advertisers["variant"] == variant], riders)
+        for offset, variant in modes.items()
+    }
+    return margin, payoffs
+
+
+def setting_of(scenario, grid_keys: list[str]) -> str:
+    """What a map holds fixed, from one cell's scenario: the engine (and its shoehorn), M, τ and
+    the reply length, each unless the grid varies it."""
+    engine = scenario.engine.type
+    if engine == "hf":
+        engine += f" ({scenario.engine.kwargs.get('model') or 'embedded SmolLM2-135M-Instruct'})"
+    pieces = [f"engine {engine}"]
+    fixed = (
+        (SHOEHORN, scenario.engine.kwargs.get("shoehorn") if scenario.engine.type == "synthetic"
+         else None),
+        (CANDIDATES, scenario.mechanism.kwargs.get("candidates")),
+        (TAU, scenario.mechanism.kwargs.get("tau", 1.0)),
+    )  # fmt: skip
+    for key, value in fixed:
+        if key not in grid_keys and value is not None:
+            pieces.append(f"{SHORT[key]} {float(value):g}")
+    pieces.append(f"replies ≤ {scenario.sampling.max_new_tokens} tokens")
+    return ", ".join(pieces)
 
 
 def regime_map(path: str | Path) -> RegimeMap:
@@ -126,28 +189,30 @@ def regime_map(path: str | Path) -> RegimeMap:
     keys = (*keys, COST)
     summary = pd.read_parquet(path / SUMMARY_FILE)
     cells_frame = pd.read_parquet(path / CELLS_FILE).set_index("cell")
-    rows, effects, epsilon = [], [], np.nan
+    rows, effects, epsilon, setting = [], [], np.nan, ""
     for cell, part in summary.groupby("cell", sort=True):
         scenario = load_scenario(path / "cells" / f"c{int(cell):04d}.yaml")
+        setting = setting or setting_of(scenario, grid_keys)
         modes = _variants(scenario)
         tau = float(scenario.mechanism.kwargs.get("tau", 1.0))
         epsilon = float(scenario.advertisers[0].policy.kwargs.get("epsilon", np.nan))
         cost = float(cells_frame.loc[cell, COST])
         grid = {k: cells_frame.loc[cell, k] for k in keys}
-        margins = [
-            job_margin(path / "runs" / job, modes[False], tau)
-            for job in sorted(pd.unique(part["job"]))
-        ]
-        margin = _interval(margins)
+        theory = [job_theory(path / "runs" / job, modes, tau) for job in sorted(set(part["job"]))]
+        margin = _interval([m["margin"] for m, _ in theory])
+        alone = _interval([m["alone"] for m, _ in theory])
         for offset, variant in modes.items():
             mine = part[part["variant"] == variant]
             row = {"cell": int(cell), **grid, "variant": variant, "offset": offset}
             row["seeds"] = len(mine)
             for metric in METRICS:
                 row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = _interval(mine[metric])
-            theory = OFFSET_MARGIN if offset else margin[0]
-            row["theory_margin"] = theory
-            row["predicted_irrelevant_entry"] = predicted_entry(theory, cost, epsilon)
+            boundary = OFFSET_MARGIN if offset else margin[0]
+            row["theory_margin"] = boundary
+            row["predicted_irrelevant_entry"] = predicted_entry(boundary, cost, epsilon)
+            for name in RIDER:
+                seen = [payoffs[offset][name.removeprefix("rider_")] for _, payoffs in theory]
+                row[name], row[f"{name}_low"], row[f"{name}_high"] = _interval(seen)
             rows.append(row)
         on = part[part["variant"] == modes[True]].set_index("seed_index")
         off = part[part["variant"] == modes[False]].set_index("seed_index")
@@ -162,10 +227,15 @@ def regime_map(path: str | Path) -> RegimeMap:
                 effect[f"delta_{short}_high"],
             ) = _interval(diff)
         effect["margin"], effect["margin_low"], effect["margin_high"] = margin
+        effect["margin_alone"], effect["margin_alone_low"], effect["margin_alone_high"] = alone
         effect["irrelevant_offset"] = float(on["entry_irrelevant_late"].mean())
         effect["irrelevant_no_offset"] = float(off["entry_irrelevant_late"].mean())
         effect["relevant_offset"] = float(on["entry_relevant_late"].mean())
         effect["relevant_no_offset"] = float(off["entry_relevant_late"].mean())
+        for offset, label in ((True, "offset"), (False, "no_offset")):
+            for name in ("advantage", "gain", "advantage_market"):
+                seen = [payoffs[offset][name] for _, payoffs in theory]
+                effect[f"rider_{name}_{label}"] = float(np.nanmean(seen)) if seen else np.nan
         effect["regime"] = classify(effect)
         effect["collapse_no_offset"] = collapsed(
             effect["relevant_no_offset"], effect["irrelevant_no_offset"]
@@ -177,7 +247,7 @@ def regime_map(path: str | Path) -> RegimeMap:
     cells = pd.DataFrame(rows)
     effect_frame = pd.DataFrame(effects)
     effect_frame["theory_enters_no_offset"] = effect_frame["margin"] > effect_frame[COST]
-    return RegimeMap(path, manifest, keys, cells, effect_frame, epsilon)
+    return RegimeMap(path, manifest, keys, cells, effect_frame, epsilon, setting)
 
 
 def classify(effect: dict) -> str:
@@ -229,10 +299,10 @@ def headline(rmap: RegimeMap) -> list[str]:
         groups = [(v, effects[effects[SHOEHORN] == v]) for v in sorted(set(effects[SHOEHORN]))]
     for level, part in groups:
         lines.append(_theory_sentence(part, level, rmap.epsilon))
+    lines.append(_rider_sentence(effects))
     tuned = effects
     for key, value in ((COST, 0.3), (CANDIDATES, 16), (TAU, 1.0), (SHOEHORN, 0.0)):
-        if key in tuned.columns:
-            tuned = tuned[np.isclose(tuned[key].astype(float), value)]
+        tuned = tuned[np.isclose(tuned[key].astype(float), value)] if key in keys else tuned[:0]
     if len(tuned) == 1:
         t = tuned.iloc[0]
         lines.append(
@@ -248,11 +318,13 @@ def headline(rmap: RegimeMap) -> list[str]:
 def rows_in_words(rmap: RegimeMap) -> list[str]:
     """One line per combination of the grid keys but the cost: at which costs the offset deters,
     raises or does nothing to irrelevant entry, and where nobody enters."""
-    keys = [k for k in rmap.keys if k != COST]
+    keys = rmap.row_keys
+    groups = rmap.effects.groupby(keys, sort=True) if keys else [((), rmap.effects)]
     lines = []
-    for values, part in rmap.effects.groupby(keys, sort=True):
+    for values, part in groups:
         values = values if isinstance(values, tuple) else (values,)
         where = ", ".join(f"{SHORT.get(k, k)} {v:g}" for k, v in zip(keys, values, strict=True))
+        where = where or rmap.row_label
         pieces = []
         for regime in ("deters", "raises", "no effect"):
             costs = part.loc[part["regime"] == regime, COST]
@@ -263,8 +335,29 @@ def rows_in_words(rmap: RegimeMap) -> list[str]:
             if len(costs):
                 shown = ", ".join(f"{c:g}" for c in costs)
                 pieces.append(f"nobody enters {label} the offset at cost {shown}")
+        if not part[["collapse_no_offset", "collapse_offset"]].to_numpy(bool).any():
+            pieces.append("somebody enters at every cost, with the offset and without")
         lines.append(f"{where}: the offset " + "; ".join(pieces) + ".")
     return lines
+
+
+def _rider_sentence(effects: pd.DataFrame) -> str:
+    """What the irrelevant brands' two arms averaged, against the constant-reward theory."""
+    mean = {column: float(np.nanmean(effects[column])) for column in effects.columns
+            if column.startswith("rider_")}  # fmt: skip
+    return (
+        "What the irrelevant brands' arms saw (mean over cells; market/regime.py rider_payoffs): "
+        f"with the offset their utility when in exceeded their reward when out by "
+        f"{mean['rider_advantage_offset']:.2f} (constant-reward theory: 0) and their gain from "
+        f"participation on the same candidates (eq. 15) was {mean['rider_gain_offset']:.2f} "
+        f"(theory: 0); counting only the out-rounds in which somebody else entered, in − out "
+        f"was {mean['rider_advantage_market_offset']:.2f} with the offset and "
+        f"{mean['rider_advantage_market_no_offset']:.2f} without; "
+        f"without the offset in − out was {mean['rider_advantage_no_offset']:.2f} "
+        f"(theory: the margin, {float(np.nanmean(effects['margin'])):.2f} on average; the "
+        f"importance weights alone, with no other entrant's reward, give "
+        f"{float(np.nanmean(effects['margin_alone'])):.2f})."
+    )
 
 
 def _theory_sentence(part: pd.DataFrame, shoehorn: float | None, epsilon: float) -> str:
@@ -274,7 +367,6 @@ def _theory_sentence(part: pd.DataFrame, shoehorn: float | None, epsilon: float)
     positive = part[cost > 0]
     x, y = (part["margin"] - cost).to_numpy(float), part["irrelevant_no_offset"].to_numpy(float)
     varies = len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
-    rho = spearmanr(x, y).statistic if varies else np.nan
     where = "all cells" if shoehorn is None else f"shoehorn {shoehorn:g}"
     if shoehorn is not None:
         where += (
@@ -282,16 +374,33 @@ def _theory_sentence(part: pd.DataFrame, shoehorn: float | None, epsilon: float)
             if shoehorn == 0
             else " (irrelevant brands pull replies off-topic: rewards not constant)"
         )
+    with_offset = []
+    if len(positive):
+        with_offset.append(
+            f"stay out at every cost > 0 — measured {positive['irrelevant_offset'].mean():.2f} "
+            f"on average in those {len(positive)} cells (max "
+            f"{positive['irrelevant_offset'].max():.2f}; ε/2 = {epsilon / 2:g})"
+        )
+    if (cost == 0).any():
+        with_offset.append(
+            f"indifference at cost 0 (measured {part.loc[cost == 0, 'irrelevant_offset'].mean():.2f})"
+        )
+    without = [
+        f"in the {int(mask.sum())} cells where the margin {label} the cost it averages "
+        f"{part.loc[mask, 'irrelevant_no_offset'].mean():.2f}"
+        for mask, label in ((pays, "exceeds"), (~pays, "does not exceed"))
+        if mask.any()
+    ]
+    if varies:
+        without.append(
+            f"Spearman ρ(margin − cost, entry without the offset) = {spearmanr(x, y).statistic:.2f}"
+        )
     return (
-        f"Theory vs measured irrelevant entry, {where}: with the offset the theory says stay out "
-        f"at every cost > 0 — measured {positive['irrelevant_offset'].mean():.2f} on average in "
-        f"those {len(positive)} cells (max {positive['irrelevant_offset'].max():.2f}; ε/2 = "
-        f"{epsilon / 2:g}) — and indifference at cost 0 (measured "
-        f"{part.loc[cost == 0, 'irrelevant_offset'].mean():.2f}); without the offset, in the "
-        f"{int(pays.sum())} cells where the margin exceeds the cost it averages "
-        f"{part.loc[pays, 'irrelevant_no_offset'].mean():.2f}, in the {int((~pays).sum())} where "
-        f"it does not {part.loc[~pays, 'irrelevant_no_offset'].mean():.2f}; Spearman "
-        f"ρ(margin − cost, entry without the offset) = {rho:.2f}."
+        f"Theory vs measured irrelevant entry, {where}: with the offset the theory says "
+        + " and ".join(with_offset)
+        + "; without the offset, "
+        + "; ".join(without)
+        + "."
     )
 
 
@@ -308,6 +417,7 @@ def build_regime_map(path: str | Path) -> Path:
             f"{SHORT.get(a['key'], a['key'])} ∈ {{{', '.join(a['values'])}}}"
             for a in rmap.manifest["grid"]
         ),
+        "held fixed": rmap.setting,
         "seeds per cell, rounds": f"{rmap.manifest['seeds']}, {rmap.manifest['rounds']}",
         "exploration ε": f"{rmap.epsilon:g} (ε-greedy: a settled advertiser enters 1 − ε/2 or ε/2"
         " of the rounds)",
@@ -322,7 +432,16 @@ def build_regime_map(path: str | Path) -> Path:
         "here from the no-offset variant's recorded candidates, averaged over every auction an "
         "irrelevant brand was in (her entry changes the candidates: π_con lists her), as her "
         "ε-greedy sample mean does. Irrelevant brands are nearly constant-reward only with "
-        "shoehorn 0.",
+        "shoehorn 0. 'Weights alone' is τ·lse(log π_ref − log π_gen), the margin with no other "
+        "entrant's reward in the logits (the paper's Fig. 4 case).",
+        "The riders' arms (market/regime.py rider_payoffs, every round of each run, mean over "
+        "seeds): in − out = an irrelevant brand's mean utility when she entered minus her mean "
+        "reward on the reply shown while she stayed out — what her ε-greedy arms compare with "
+        "the cost. It is 0 with the offset and the margin without it only when her reward is "
+        "constant and her entry leaves the candidates alone; the gain on the same candidates "
+        "(eq. 15) isolates the first premise. 'In − out, market' counts only the out-rounds in "
+        "which somebody else entered: when nobody enters the reply is π_ref's own (every "
+        "ε-greedy advertiser tries staying out in round 1, all at once).",
         "Regimes: deters / raises = the 95% CI of the offset's effect on irrelevant entry is "
         f"below / above 0; nobody enters = relevant entry ≤ {COLLAPSE} and irrelevant entry ≤ "
         f"{COLLAPSE + 0.1:g} (ε-greedy exploration alone gives ε/2).",
@@ -336,67 +455,14 @@ def build_regime_map(path: str | Path) -> Path:
         parts.append(f"<h3>{html.escape(fig.title)}</h3>")
         parts.append(figure_html(f"figures/{fig.path.name}", fig.caption, fig.title))
     parts.append("<h2>Per cell: the offset's effect, the theory, the regime</h2>")
-    parts.append(table_html(_display_effects(rmap)))
+    parts.append(table_html(display_effects(rmap)))
     parts.append("<h2>Per cell and variant: mean [95% CI] over seeds</h2>")
-    parts.append(table_html(_display_cells(rmap)))
+    parts.append(table_html(display_cells(rmap)))
     (out / REPORT_FILE).write_text(
         page("Free-riding regime map (issue 8; docs/regime_map.md)", "\n".join(parts)),
         encoding="utf-8",
     )
     return out / REPORT_FILE
-
-
-def _ci(mean: float, low: float, high: float) -> str:
-    if not np.isfinite(low):
-        return f"{mean:.3g}"
-    return f"{mean:.3g} [{low:.3g}, {high:.3g}]"
-
-
-def _display_effects(rmap: RegimeMap) -> pd.DataFrame:
-    e = rmap.effects
-    return pd.DataFrame(
-        {
-            **{SHORT.get(k, k): e[k] for k in rmap.keys},
-            "irrelevant entry, offset / none": [
-                f"{a:.2f} / {b:.2f}"
-                for a, b in zip(e["irrelevant_offset"], e["irrelevant_no_offset"], strict=True)
-            ],
-            "offset − none, irrelevant": [
-                _ci(*v)
-                for v in zip(
-                    e["delta_irrelevant"],
-                    e["delta_irrelevant_low"],
-                    e["delta_irrelevant_high"],
-                    strict=True,
-                )
-            ],
-            "relevant entry, offset / none": [
-                f"{a:.2f} / {b:.2f}"
-                for a, b in zip(e["relevant_offset"], e["relevant_no_offset"], strict=True)
-            ],
-            "margin τ·lse(β_-i)": [
-                _ci(*v) for v in zip(e["margin"], e["margin_low"], e["margin_high"], strict=True)
-            ],
-            "regime": e["regime"],
-            "nobody enters: offset / none": [
-                f"{'yes' if a else 'no'} / {'yes' if b else 'no'}"
-                for a, b in zip(e["collapse_offset"], e["collapse_no_offset"], strict=True)
-            ],
-            "theory: enters without offset": e["theory_enters_no_offset"],
-        }
-    )
-
-
-def _display_cells(rmap: RegimeMap) -> pd.DataFrame:
-    c = rmap.cells
-    frame = pd.DataFrame({SHORT.get(k, k): c[k] for k in rmap.keys})
-    frame["variant"] = c["variant"]
-    for metric in METRICS:
-        frame[metric] = [
-            _ci(*v) for v in zip(c[metric], c[f"{metric}_low"], c[f"{metric}_high"], strict=True)
-        ]
-    frame["predicted irrelevant entry"] = c["predicted_irrelevant_entry"]
-    return frame
 
 
 def print_regime_summary(path: str | Path, console: Console) -> None:
