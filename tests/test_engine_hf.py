@@ -313,3 +313,19 @@ def test_brief_keeps_the_first_line_of_an_error():
     assert brief(OSError("first line\n\n  second line\nthird")) == "first line"
     assert brief(ValueError("")) == "ValueError"
     assert len(brief(ValueError("x" * 500))) == 200
+
+
+@pytest.mark.slow
+def test_the_embedded_model_on_a_cpu_uses_one_torch_thread_unless_told():
+    from market.engines import create_engine
+    from market.engines.hf.engine import EMBEDDED_CPU_THREADS
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        create_engine({"type": "hf", "kwargs": {"device": "cpu"}})
+        assert torch.get_num_threads() == EMBEDDED_CPU_THREADS == 1
+        create_engine({"type": "hf", "kwargs": {"device": "cpu", "threads": 2}})
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

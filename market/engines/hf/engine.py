@@ -46,13 +46,21 @@ _MEMO_LIMIT = 65_536
 _PROMPT_IDS_LIMIT = 4_096
 
 
+EMBEDDED_CPU_THREADS = 1
+"""Torch threads for the embedded 135M model on a CPU when ``threads`` is unset. Its batches are
+small, and on 2 cores shared with anything else two threads wait on each other: `make run`'s demo
+(20 rounds, cold cache) at torch's default ran 12 rounds in 10 minutes at load average 3-4, and
+with one thread all 20 rounds, the model's conversion and the report took 123 s at the same load."""
+
+
 class HFEngine:
     """A transformers causal LM behind the engine protocol (see the module docstring).
 
     ``model``: None for the embedded SmolLM2-135M-Instruct, else a local folder or a hub id (hub
     ids load offline when already in the Hugging Face cache); ``device``: "auto" (CUDA with
     bfloat16 when available, else CPU float32), "cpu", "cuda", "cuda:N"; ``dtype``: "auto",
-    "float32", "bfloat16", "float16"; ``threads``: torch CPU threads (torch's default if None);
+    "float32", "bfloat16", "float16"; ``threads``: torch CPU threads (if None: torch's default,
+    but `EMBEDDED_CPU_THREADS` for the embedded model on a CPU);
     ``max_batch_tokens``: token budget of one forward pass when scoring (bounds memory);
     ``local_files_only``: never reach the hub; ``prompt_style``: how the auction's prompts place
     their instruction (`market.prompts.PROMPT_STYLES`; unset: the measured best for the embedded
@@ -81,9 +89,11 @@ class HFEngine:
             raise EngineError(
                 f"share_prefix must be true or false, got {share_prefix!r}", field="share_prefix"
             )
+        self.device, self.dtype = resolve_device(device, dtype)
+        if threads is None and model is None and self.device.type == "cpu":
+            threads = EMBEDDED_CPU_THREADS
         if threads is not None:
             torch.set_num_threads(threads)
-        self.device, self.dtype = resolve_device(device, dtype)
         loaded, tokenizer, label = load_model(model, self.dtype, local_files_only)
         self.model = loaded.to(self.device).eval()
         self.tokenizer = tokenizer
