@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from market.engines.synthetic.world import LRU, World, log_normalise, require
 from market.prompts import Brand, Prompt, Query
 
 MODEL_NAME = "synthetic-v1"
+FULL_TABLES = 32  # full (max_len + 1, V + 1, V) tables kept: 2 per recent generator prompt
 
 
 def sampler_logprobs(logprobs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
@@ -177,7 +179,10 @@ class SyntheticEngine(ExactOracle):
         self.segment_texts = self.world.segment_texts
         self.vocab_size = self.world.vocab_size
         self._eos = self.world.eos
-        self._tables = LRU(cache_size)
+        self._chains = LRU(cache_size)  # compact models: (max_len + 1) x (2V + 1) floats each
+        # full tables, V + 1 times larger: the sampler's of the recent generator prompts, the
+        # oracle's; a few, so that memory stays flat when entrant sets keep changing
+        self._tables = LRU(min(cache_size, FULL_TABLES))
         self.info = EngineInfo(
             engine="synthetic",
             model=MODEL_NAME,
@@ -215,17 +220,26 @@ class SyntheticEngine(ExactOracle):
         (`market.prompts.is_relevant`, topics resolved as the model reads them)."""
         return self.world.relevance(brand, query)
 
+    def _chain(self, prompt: Prompt) -> np.ndarray:
+        """A prompt's compact next-token model (max_len + 1, 2V + 1) (`World.chain`), cached."""
+        if type(prompt) is not Prompt:
+            require(
+                isinstance(prompt, Prompt),
+                f"prompts must be market.prompts.Prompt, got {type(prompt).__name__}",
+            )
+        key = World.table_key(prompt)
+        cached = self._chains.get(key)
+        if cached is not None:
+            return cached
+        return self._chains.put(key, self.world.chain(prompt))
+
     def _table(self, prompt: Prompt) -> np.ndarray:
         """Exact next-token log-probs (max_len + 1, V + 1, V) of a prompt (`World.table`)."""
-        require(
-            isinstance(prompt, Prompt),
-            f"prompts must be market.prompts.Prompt, got {type(prompt).__name__}",
-        )
-        key = World.table_key(prompt)
+        key = ("table", World.table_key(prompt))
         cached = self._tables.get(key)
         if cached is not None:
             return cached
-        return self._tables.put(key, self.world.table(prompt))
+        return self._tables.put(key, self.world.expand(self._chain(prompt)))
 
     def _sampler_tables(
         self, prompt: Prompt, params: SamplingParams
@@ -235,7 +249,8 @@ class SyntheticEngine(ExactOracle):
         cached = self._tables.get(key)
         if cached is not None:
             return cached
-        table = sampler_logprobs(self._table(prompt), params.temperature, params.top_p)
+        full = self.world.expand(self._chain(prompt))
+        table = sampler_logprobs(full, params.temperature, params.top_p)
         cdf = np.cumsum(np.exp(table), axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
             cdf /= cdf[..., -1:]  # the EOS row (all −inf) becomes NaN and is never drawn from
@@ -261,13 +276,39 @@ class SyntheticEngine(ExactOracle):
             return self.parse_text(reply)
         return self._as_ids(reply, "reply")
 
-    def _pad(self, replies: Sequence[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
-        lengths = np.fromiter((len(r) for r in replies), dtype=np.int64, count=len(replies))
+    def _steps(
+        self, replies: Sequence[Candidate | str | Sequence[int]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Where every step of every reply reads a table: (position, previous, token, valid).
+
+        ``position`` is (W,), the others (R, W) over replies padded to the longest (W); the
+        previous token of the first step is V (the start). The ids of all replies are checked at
+        once; a reply that fails the check is checked alone, for its error message.
+        """
+        ids = [
+            r.token_ids if type(r) is Candidate else r if type(r) is tuple else self._reply_ids(r)
+            for r in replies
+        ]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        try:
+            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+            checked = flat.size == 0 or (flat.min() >= 0 and flat.max() < self.vocab_size)
+        except (TypeError, ValueError, OverflowError):
+            checked = False
+        if not checked:
+            ids = [self._reply_ids(r) for r in replies]
+            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
         width = max(1, int(lengths.max(initial=0)))
-        padded = np.full((len(replies), width), -1, dtype=np.int64)
-        for row, reply in enumerate(replies):
-            padded[row, : len(reply)] = reply
-        return padded, lengths
+        valid = np.arange(width) < lengths[:, None]
+        tokens = np.zeros((len(ids), width), dtype=np.int64)
+        tokens[valid] = flat
+        prev = np.empty_like(tokens)
+        prev[:, 0] = self.vocab_size
+        prev[:, 1:] = tokens[:, :-1]
+        # Past max_len every step is −inf already: the last segment's successor must be EOS and
+        # nothing follows EOS, so clipping the position index keeps the result exact.
+        position = np.minimum(np.arange(width), self.max_len)
+        return position, prev, tokens, valid
 
     def _sequence_logprobs(
         self, table: np.ndarray, padded: np.ndarray, lengths: np.ndarray
@@ -277,10 +318,27 @@ class SyntheticEngine(ExactOracle):
         valid = np.arange(width)[None, :] < lengths[:, None]
         tokens = np.where(valid, padded, 0)
         prev = np.concatenate([np.full((rows, 1), self.vocab_size), tokens[:, :-1]], axis=1)
-        # Past max_len every step is −inf already: the last segment's successor must be EOS and
-        # nothing follows EOS, so clipping the position index keeps the result exact.
         position = np.minimum(np.arange(width), self.max_len)[None, :]
         return np.where(valid, table[position, prev, tokens], 0.0).sum(axis=-1)
+
+    def _chain_logprobs(self, chains: np.ndarray, steps: tuple) -> np.ndarray:
+        """Σ_t log π_k(y_t | t, y_{t−1}) for K stacked compact `World.chain`s (K, L + 1, 2V + 1)
+        and the replies' ``steps`` (`_steps`): (K, R), every prompt and reply in one gather.
+
+        Each step's log-prob is the `World.table` entry, computed the same way: logit, minus the
+        repeat penalty when the token repeats the previous one, minus the normaliser; −inf where
+        the normaliser is −inf (after EOS).
+        """
+        position, prev, tokens, valid = steps
+        V = self.vocab_size
+        flat = chains.reshape(len(chains), -1)
+        row = (position * (2 * V + 1))[None, :]
+        logits = flat[:, row + tokens]
+        lse = flat[:, row + V + prev]
+        logits = np.where(tokens == prev, logits - self._p["repeat_penalty"], logits)
+        finite = np.isfinite(lse)
+        logprobs = np.where(finite, logits - np.where(finite, lse, 0.0), -np.inf)
+        return np.where(valid, logprobs, 0.0).sum(axis=-1)
 
     def score(
         self, prompts: Sequence[Prompt], replies: Sequence[Candidate | str | Sequence[int]]
@@ -288,13 +346,15 @@ class SyntheticEngine(ExactOracle):
         """Exact log π(reply | prompt), (len(prompts), len(replies)).
 
         A Candidate is scored by its token ids, a str is parsed as a complete reply (EOS appended),
-        a sequence of ints is taken as is. Replies the model cannot produce score −inf.
+        a sequence of ints is taken as is. Replies the model cannot produce score −inf. One
+        vectorised gather scores every prompt and reply (`_chain_logprobs`).
         """
-        ids = [self._reply_ids(r) for r in replies]
-        if not prompts or not ids:
-            return np.zeros((len(prompts), len(ids)))
-        padded, lengths = self._pad(ids)
-        return np.stack([self._sequence_logprobs(self._table(p), padded, lengths) for p in prompts])
+        if not prompts or not replies:
+            for reply in replies:
+                self._reply_ids(reply)
+            return np.zeros((len(prompts), len(replies)))
+        steps = self._steps(replies)
+        return self._chain_logprobs(np.stack([self._chain(p) for p in prompts]), steps)
 
     def next_token_logprobs(
         self, prompts: Sequence[Prompt], prefixes: Sequence[Sequence[int]]
@@ -305,7 +365,8 @@ class SyntheticEngine(ExactOracle):
             f"next_token_logprobs needs one prefix per prompt, got {len(prompts)} prompts and "
             f"{len(prefixes)} prefixes",
         )
-        rows = np.empty((len(prompts), self.vocab_size))
+        V = self.vocab_size
+        rows = np.empty((len(prompts), V))
         for row, (prompt, prefix) in enumerate(zip(prompts, prefixes, strict=True)):
             ids = self._as_ids(prefix, "prefix")
             require(
@@ -316,8 +377,13 @@ class SyntheticEngine(ExactOracle):
                 len(ids) <= self.max_len,
                 f"prefix {ids} is longer than max_len={self.max_len} segments; no reply has it",
             )
-            prev = ids[-1] if ids else self.vocab_size
-            rows[row] = self._table(prompt)[len(ids), prev]
+            prev = ids[-1] if ids else V
+            position = self._chain(prompt)[len(ids)]
+            logits = position[:V].copy()
+            if prev < V:
+                logits[prev] -= self._p["repeat_penalty"]
+            lse = position[V + prev]  # finite: prev is not EOS
+            rows[row] = logits - lse
         return rows
 
     def generate(
@@ -355,34 +421,48 @@ class SyntheticEngine(ExactOracle):
         cap: int,
         seeds: np.random.SeedSequence,
     ) -> list[Candidate]:
-        """n replies of at most ``cap`` segments by inverse-CDF draws, one uniform per position."""
-        (proposal, cdfs), model = self._sampler_tables(prompt, params), self._table(prompt)
+        """n replies of at most ``cap`` segments by inverse-CDF draws, one uniform per position:
+        the token is the number of CDF entries at or below the uniform."""
+        model = self._chain(prompt)
+        proposal, cdfs = self._sampler_tables(prompt, params)
         steps = cap + 1 if cap == self.max_len else cap  # the forced EOS after max_len segments
         uniforms = np.random.default_rng(seeds).random((n, steps))
-        padded = np.full((n, steps), -1, dtype=np.int64)
+        V, eos = self.vocab_size, self._eos
+        tokens = np.zeros((n, steps), dtype=np.int64)
         lengths = np.zeros(n, dtype=np.int64)
-        prev = np.full(n, self.vocab_size)
+        prev = np.full(n, V)
         live = np.arange(n)
         for t in range(steps):
-            below = cdfs[t, prev[live]] <= uniforms[live, t, None]
-            token = np.minimum(below.sum(axis=-1), self.vocab_size - 1)
-            padded[live, t] = token
+            token = (cdfs[t][prev] <= uniforms[live, t, None]).sum(axis=-1)
+            np.minimum(token, V - 1, out=token)
+            tokens[live, t] = token
             lengths[live] += 1
-            prev[live] = token
-            live = live[token != self._eos]
+            going = token != eos
+            live, prev = live[going], token[going]
             if live.size == 0:
                 break
-        proposal_lp = self._sequence_logprobs(proposal, padded, lengths)
-        model_lp = self._sequence_logprobs(model, padded, lengths)
+        width = int(lengths.max())
+        valid = np.arange(width) < lengths[:, None]
+        tokens = tokens[:, :width]
+        previous = np.empty_like(tokens)
+        previous[:, 0] = V
+        previous[:, 1:] = tokens[:, :-1]
+        position = np.minimum(np.arange(width), self.max_len)
+        proposal_lp = np.where(valid, proposal[position, previous, tokens], 0.0).sum(axis=-1)
+        model_lp = self._chain_logprobs(model[None], (position, previous, tokens, valid))[0]
+        texts = self.segment_texts
         replies = []
-        for row, ids in enumerate(padded.tolist()):
-            ids = tuple(ids[: lengths[row]])
+        for ids, length, lp_proposal, lp_model in zip(
+            tokens.tolist(), lengths.tolist(), proposal_lp.tolist(), model_lp.tolist(), strict=True
+        ):
+            ids = tuple(ids[:length])
+            words = ids[:-1] if ids[-1] == eos else ids
             replies.append(
                 Candidate(
-                    text=self.decode(ids),
+                    text=" ".join([texts[i] for i in words]),
                     token_ids=ids,
-                    proposal_logprob=float(proposal_lp[row]),
-                    model_logprob=float(model_lp[row]),
+                    proposal_logprob=lp_proposal,
+                    model_logprob=lp_model,
                 )
             )
         return replies
