@@ -86,6 +86,9 @@ def logsumexp(values: np.ndarray, axis: int = -1) -> np.ndarray:
     """log Σ exp(values) along ``axis``, stable for large values and for −inf (all −inf → −inf)."""
     values = np.asarray(values, dtype=float)
     peak = np.max(values, axis=axis, keepdims=True)
+    if np.isfinite(peak).all():  # every sum is at least exp(0) = 1: no log(0) to silence
+        total = np.log(np.sum(np.exp(values - peak), axis=axis, keepdims=True))
+        return np.squeeze(total + peak, axis=axis)
     safe_peak = np.where(np.isfinite(peak), peak, 0.0)
     with np.errstate(divide="ignore"):
         total = np.log(np.sum(np.exp(values - safe_peak), axis=axis, keepdims=True))
@@ -143,10 +146,15 @@ def mosaic_outcome(
 
     beta = others_logits(rewards, log_weight, tau)
     own_logits = rewards / tau + beta
-    rochet = tau * logsumexp(own_logits, axis=1)
-    offsets = 0.0 - tau * logsumexp(beta, axis=1) if offset else np.zeros(rewards.shape[0])
+    # log Σ_j exp of each advertiser's own logits (eq. 4 / 12) and of the others' β_{-i} (the
+    # offset, Sec. 5.3, and softmax(β_{-i}) of eq. 15): one row-wise logsumexp over both
+    n = rewards.shape[0]
+    lse = logsumexp(np.concatenate([own_logits, beta]), axis=1)
+    rochet = tau * lse[:n]
+    offsets = 0.0 - tau * lse[n:] if offset else np.zeros(n)
     expected_rewards = expectation(allocation, rewards)
     payments = expected_rewards - rochet - offsets
+    without = expectation(np.exp(beta - lse[n:, None]), rewards)  # softmax(β_{-i}) · r_i (eq. 15)
 
     return MosaicOutcome(
         allocation=_frozen(allocation),
@@ -155,7 +163,7 @@ def mosaic_outcome(
         utilities=_frozen(rochet + offsets),
         logits=_frozen(logits),
         offsets=_frozen(offsets),
-        expected_rewards_without=_frozen(_expected_without(beta, rewards)),
+        expected_rewards_without=_frozen(without),
         tau=tau,
         offset=bool(offset),
     )
@@ -170,7 +178,11 @@ def sample_reply(outcome: MosaicOutcome, rng: np.random.Generator) -> int:
             f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
             f"got {type(rng).__name__}"
         )
-    return int(rng.choice(outcome.n_candidates, p=outcome.allocation))
+    # numpy's Generator.choice(M, p=allocation) draws one uniform against this same normalised
+    # CDF; drawing it directly gives the same reply without choice's per-call checks of p
+    cdf = outcome.allocation.cumsum()
+    cdf /= cdf[-1]
+    return int(cdf.searchsorted(rng.random(), side="right"))
 
 
 def optimal_distribution(log_ref: np.ndarray, total_rewards: np.ndarray, tau: float) -> np.ndarray:
@@ -237,13 +249,16 @@ def _check_inputs(
 
 
 def _as_float_array(values: np.ndarray, name: str) -> np.ndarray:
+    # a C-ordered copy: sums over advertisers then run in one order whatever the caller's layout
     try:
-        return np.array(values, dtype=float)
+        return np.array(values, dtype=float, order="C")
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name} must be an array of real numbers: {error}") from error
 
 
 def _reject_nan_and_plus_inf(array: np.ndarray, name: str) -> None:
+    if (array < np.inf).all():  # False for NaN and for +inf
+        return
     if np.any(np.isnan(array)):
         where = tuple(int(k) for k in np.argwhere(np.isnan(array))[0])
         raise ValueError(f"{name} contains NaN (first at index {where}); fix the upstream score")
@@ -265,20 +280,18 @@ def _log_importance_weight(log_ref: np.ndarray, log_gen: np.ndarray) -> np.ndarr
             "have positive probability under the generator (pass its proposal log-probability)"
         )
     finite_ref = np.isfinite(log_ref)
+    if finite_ref.all():
+        return log_ref - log_gen
     return np.where(finite_ref, log_ref - np.where(finite_ref, log_gen, 0.0), -np.inf)
 
 
 def expectation(probabilities: np.ndarray, rewards: np.ndarray) -> np.ndarray:
     """probabilities · rewards[i] for every row, counting 0 · (−inf) as 0."""
-    terms = np.where(probabilities > 0, probabilities * np.where(probabilities > 0, rewards, 0), 0)
+    returned = probabilities > 0
+    if returned.all():
+        return (probabilities * rewards).sum(axis=-1)
+    terms = np.where(returned, probabilities * np.where(returned, rewards, 0), 0)
     return terms.sum(axis=-1)
-
-
-def _expected_without(beta: np.ndarray, rewards: np.ndarray) -> np.ndarray:
-    """softmax(β_{-i}) · rewards[i] (eq. 15); −inf if i vetoes a candidate returned without her."""
-    if rewards.shape[0] == 0:
-        return np.zeros(0)
-    return expectation(softmax(beta, axis=1), rewards)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

@@ -354,7 +354,8 @@ class SyntheticEngine(ExactOracle):
                 self._reply_ids(reply)
             return np.zeros((len(prompts), len(replies)))
         steps = self._steps(replies)
-        return self._chain_logprobs(np.stack([self._chain(p) for p in prompts]), steps)
+        scores = self._chain_logprobs(np.stack([self._chain(p) for p in prompts]), steps)
+        return np.ascontiguousarray(scores)  # row-major, as callers slice it by prompt
 
     def next_token_logprobs(
         self, prompts: Sequence[Prompt], prefixes: Sequence[Sequence[int]]
