@@ -152,6 +152,22 @@ def mentions(text: str, name: str) -> bool:
     return _mention_pattern(name).search(text) is not None
 
 
+def mentioned_names(text: str, names: Sequence[str]) -> list[str]:
+    """The ``names`` that ``text`` `mentions`, in their order.
+
+    An ASCII name can appear in an ASCII text, ignoring case, only as a substring of its lower
+    case: names that are not are skipped without running their pattern.
+    """
+    if not text.isascii():
+        return [name for name in names if mentions(text, name)]
+    lower = text.lower()
+    return [
+        name
+        for name in names
+        if (not name.isascii() or name.lower() in lower) and mentions(text, name)
+    ]
+
+
 @functools.lru_cache(maxsize=4096)
 def _mention_pattern(name: str) -> re.Pattern[str]:
     """The word pattern of one brand name, compiled once."""

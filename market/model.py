@@ -25,15 +25,27 @@ from agents.advertiser import AdvertiserAgent
 from agents.policies import build_policy, spec_parts
 from agents.records import RoundRecord
 from agents.strategies import STRATEGIES, build_strategy
-from market.auction import Bidder, RoundOutcome, mentions, run_round
-from market.columns import AUCTIONS
+from market.auction import Bidder, RoundOutcome, mentioned_names, run_round
+from market.columns import ADVERTISERS, AUCTIONS
 from market.engines.base import Engine, SamplingParams
 from market.history import RecentRecords, kept_rounds
 from market.mechanisms import build_mechanism
 from market.prompts import Query, is_relevant
-from market.reporters import ADVERTISER_REPORTERS, ROUND_REPORTERS
+from market.reporters import (
+    ADVERTISER_REPORTERS,
+    AUCTION_REPORTERS,
+    ROUND_REPORTERS,
+    RoundCollector,
+)
 
-__all__ = ["ADVERTISER_REPORTERS", "ROUND_REPORTERS", "MarketModel", "RandomStreams", "TableRows"]
+__all__ = [
+    "ADVERTISER_REPORTERS",
+    "AUCTION_REPORTERS",
+    "ROUND_REPORTERS",
+    "MarketModel",
+    "RandomStreams",
+    "TableRows",
+]
 
 STREAMS = ("query", "engine", "reply", "policy", "strategy")
 
@@ -112,6 +124,7 @@ class MarketModel(mesa.Model):
         # drawing it directly gives the same query without choice's per-call validation
         cdf = (weights / weights.sum()).cumsum()
         self._query_cdf = cdf / cdf[-1]
+        self._prompt_queries = tuple(Query(q.text, q.topic) for q in self.queries)
         self.outside_option = bool(scenario.outside_option)
         self.topics_graph = scenario.topics_graph()
         try:
@@ -131,17 +144,22 @@ class MarketModel(mesa.Model):
             if STRATEGIES[spec_parts(spec.strategy, "strategy")[0]].needs_rng
         }
         self._connect(scenario.observation_graph())
+        self._bidders = [Bidder(a.brand, a.value, a.strategy) for a in self.advertisers]
+        self._observers = [Bidder(a.brand, a.value) for a in self.advertisers]
+        self._names = tuple(a.name for a in self.advertisers)
+        self._relevance: dict[str, dict[str, bool]] = {}  # query topic -> advertiser -> rel
 
         self.round = 0
         self.query: Any = None  # the round's QuerySpec (text, topic, weight)
         self.outcome: RoundOutcome | None = None
         self.entrant_index: dict[str, int] = {}
+        self.entrant_rows = np.zeros(0, dtype=np.intp)  # advertisers' indices, entrant order
+        self.observer_rows = np.zeros(0, dtype=np.intp)  # advertisers' indices, observer order
         self.round_seconds = math.nan
         self.relevant_now: dict[str, bool] = {}  # per advertiser, for the round's query
         self.mentioned_now: frozenset[str] = frozenset()  # advertisers named in the reply
-        # per entrant: (expected reward without her, offset C_i); per agent: this round's record
-        self.counterfactuals: dict[str, tuple[float, float]] = {}
-        self.round_records: dict[AdvertiserAgent, RoundRecord] = {}
+        # the round's advertisers rows, column -> one value per advertiser (ADVERTISER_REPORTERS)
+        self.columns: dict[str, list] = {}
         self.datacollector = self._collector()
 
     def close(self) -> None:
@@ -161,12 +179,12 @@ class MarketModel(mesa.Model):
         self.close()
 
     @staticmethod
-    def _collector() -> mesa.DataCollector:
-        """A DataCollector with one named reporter per column of the run tables."""
-        return mesa.DataCollector(
+    def _collector() -> RoundCollector:
+        """A DataCollector with one named reporter per column of the run tables: Mesa model
+        reporters for the rounds, column reporters for the advertisers' and auctions' tables."""
+        return RoundCollector(
             model_reporters=ROUND_REPORTERS,
-            agent_reporters=ADVERTISER_REPORTERS,
-            tables={"auctions": list(AUCTIONS.names)},
+            tables={"advertisers": list(ADVERTISERS.names), "auctions": list(AUCTIONS.names)},
         )
 
     def _make_agent(self, index: int, spec: Any) -> AdvertiserAgent:
@@ -194,120 +212,92 @@ class MarketModel(mesa.Model):
 
     def draw_query(self, round_index: int) -> Any:
         """The query of a round, drawn ∝ weight from the query mix's own per-round stream."""
+        return self.queries[self._query_index(round_index)]
+
+    def _query_index(self, round_index: int) -> int:
         uniform = self.streams.rng("query", round_index).random()
-        return self.queries[int(self._query_cdf.searchsorted(uniform, side="right"))]
+        return int(self._query_cdf.searchsorted(uniform, side="right"))
 
     def is_relevant(self, name: str) -> bool:
         """Whether the round's query topic is one of the advertiser's: an edge of the bipartite
         advertisers–topics graph."""
         return is_relevant(self.topics_graph.neighbors(name), self.query.topic)
 
+    def _relevant_to(self, topic: str) -> dict[str, bool]:
+        """Every advertiser's relevance to a query topic (`is_relevant`), read once per topic."""
+        known = self._relevance.get(topic)
+        if known is None:
+            graph = self.topics_graph
+            known = {n: is_relevant(graph.neighbors(n), topic) for n in self._names}
+            self._relevance[topic] = known
+        return known
+
     def _bidder(self, index: int) -> Bidder:
+        if index not in self._drawing_strategies:
+            return self._bidders[index]
         agent = self.advertisers[index]
-        strategy = agent.strategy
-        if index in self._drawing_strategies:
-            strategy = build_strategy(
-                self._drawing_strategies[index], self.streams.rng("strategy", index, self.round)
-            )
+        strategy = build_strategy(
+            self._drawing_strategies[index], self.streams.rng("strategy", index, self.round)
+        )
         return Bidder(agent.brand, agent.value, strategy)
 
     def step(self) -> None:
         """One round: query, entry decisions, the auction, histories, data collection."""
         start = time.perf_counter()
         t = self.round
-        self.query = self.draw_query(t)
+        k = self._query_index(t)
+        self.query = self.queries[k]
         # decisions read only past rounds and the query's topic: order-free
-        self.agents.shuffle_do("decide_entry", self.query.topic)
+        self.agents.do("decide_entry", self.query.topic)
         present = [i for i, a in enumerate(self.advertisers) if a.entering]
-        absent = [a for a in self.advertisers if not a.entering]
+        absent = [i for i, a in enumerate(self.advertisers) if not a.entering]
         outcome = run_round(
             self.engine,
             self.mechanism,
-            Query(self.query.text, self.query.topic),
+            self._prompt_queries[k],
             [self._bidder(i) for i in present],
             self.sampling,
             seed=self.streams.engine_seed(t),
             rng=self.streams.rng("reply", t),
-            observers=[Bidder(a.brand, a.value) for a in absent] if self.outside_option else (),
+            observers=[self._observers[i] for i in absent] if self.outside_option else (),
         )
         self.outcome = outcome
         self.entrant_index = {name: i for i, name in enumerate(outcome.entrants)}
-        self.relevant_now = {a.name: self.is_relevant(a.name) for a in self.advertisers}
-        self.mentioned_now = frozenset(
-            a.name for a in self.advertisers if mentions(outcome.reply.text, a.name)
-        )
-        self.counterfactuals = dict(
-            zip(
-                outcome.entrants,
-                zip(
-                    outcome.expected_rewards_without.tolist(), outcome.offsets.tolist(), strict=True
-                ),
-                strict=True,
-            )
-        )
-        self.round_records = {agent: self._record_for(agent, outcome) for agent in self.advertisers}
-        for agent, record in self.round_records.items():
+        self.entrant_rows = np.array(present, dtype=np.intp)
+        self.observer_rows = np.array(absent if self.outside_option else (), dtype=np.intp)
+        self.relevant_now = self._relevant_to(self.query.topic)
+        self.mentioned_now = frozenset(mentioned_names(outcome.reply.text, self._names))
+        self.columns = {name: column(self) for name, column in ADVERTISER_REPORTERS.items()}
+        for agent, record in zip(self.advertisers, self._records(), strict=True):
             agent.record(record)
         self.round_seconds = time.perf_counter() - start
         self.datacollector.collect(self)
-        self._collect_auction()
+        self.datacollector.add_table_rows("advertisers", self.columns)
+        self.datacollector.add_table_rows(
+            "auctions", {name: column(self) for name, column in AUCTION_REPORTERS.items()}
+        )
         self.round += 1
 
-    def _record_for(self, agent: AdvertiserAgent, outcome: RoundOutcome) -> RoundRecord:
-        said = agent.name in self.mentioned_now
-        relevant = self.relevant_now[agent.name]
-        i = self.entrant_index.get(agent.name)
-        if i is None:
-            outside = math.nan
-            if agent.name in outcome.observers:
-                outside = float(outcome.outside_rewards[outcome.observers.index(agent.name)])
-            return RoundRecord(
-                self.round,
-                entered=False,
-                relevant=relevant,
-                outside_reward=outside,
-                mentioned=said,
-                topic=self.query.topic,
+    def _records(self) -> list[RoundRecord]:
+        """Each advertiser's record of the round, read off the round's advertisers columns."""
+        c = self.columns
+        return [
+            RoundRecord(self.round, *row)
+            for row in zip(
+                c["entered"],
+                c["relevant"],
+                c["expected_reward"],
+                c["payment"],
+                c["utility"],
+                c["realized_reward"],
+                c["realized_utility"],
+                c["outside_reward"],
+                c["mentioned"],
+                c["topic"],
+                c["expected_reward_without"],
+                strict=True,
             )
-        paid = float(outcome.payments[i])
-        realized = float(outcome.realized_rewards[i])
-        return RoundRecord(
-            self.round,
-            entered=True,
-            relevant=relevant,
-            expected_reward=float(outcome.expected_rewards[i]),
-            payment=paid,
-            utility=float(outcome.utilities[i]),
-            realized_reward=realized,
-            realized_utility=realized - paid,
-            mentioned=said,
-            topic=self.query.topic,
-            expected_reward_without=float(outcome.expected_rewards_without[i]),
-        )
-
-    def _collect_auction(self) -> None:
-        outcome = self.outcome
-        rewards = outcome.rewards.T.tolist()  # [candidate][entrant]
-        log_ref, log_gen = outcome.log_ref.tolist(), outcome.log_gen.tolist()
-        allocation = outcome.allocation.tolist()
-        for j, candidate in enumerate(outcome.candidates):
-            self.datacollector.add_table_row(
-                "auctions",
-                {
-                    "variant": self.variant,
-                    "seed": self.root_seed,
-                    "round": self.round,
-                    "candidate": j,
-                    "text": candidate.text,
-                    "n_tokens": len(candidate.token_ids),
-                    "log_ref": log_ref[j],
-                    "log_gen": log_gen[j],
-                    "allocation": allocation[j],
-                    "returned": j == outcome.returned,
-                    "rewards": rewards[j],
-                    "entrants": list(outcome.entrants),
-                },
-            )
+        ]
 
     # --- data out, state back in -------------------------------------------------------------
 
@@ -320,9 +310,9 @@ class MarketModel(mesa.Model):
         """
         collector, self.datacollector = self.datacollector, self._collector()
         frames = {
-            "rounds": collector.get_model_vars_dataframe(),
-            "advertisers": collector.get_agent_vars_dataframe().reset_index(drop=True),
-            "auctions": collector.get_table_dataframe("auctions"),
+            "rounds": _frame(collector.model_vars),
+            "advertisers": _frame(collector.tables["advertisers"]),
+            "auctions": _frame(collector.tables["auctions"]),
         }
         done = {}
         for name, frame in frames.items():
@@ -358,3 +348,10 @@ class MarketModel(mesa.Model):
         for agent in self.advertisers:
             agent.history = RecentRecords(self._kept, agent.history)
         self.round = self.steps = done
+
+
+def _frame(columns: Mapping[str, list]) -> pd.DataFrame:
+    """The collected columns as a frame, cut to their common length: a step cut short may have
+    added some columns of its round and not others."""
+    rows = min((len(values) for values in columns.values()), default=0)
+    return pd.DataFrame({name: values[:rows] for name, values in columns.items()})
