@@ -224,9 +224,16 @@ def _score_prompts(
     query: Query, bidders: Sequence[Bidder], observers: Sequence[Bidder], style: str
 ) -> list[Prompt]:
     """Reference prompt first, then every entrant's and every observer's advertiser prompt."""
-    return [reference_prompt(query, style)] + [
-        advertiser_prompt(query, b.brand, style) for b in (*bidders, *observers)
+    return [_reference_prompt(query, style)] + [
+        _advertiser_prompt(query, b.brand, style) for b in (*bidders, *observers)
     ]
+
+
+# The same prompt objects round after round: prompts are immutable values, and an engine may
+# recognise the objects it has seen (the synthetic engine caches its tables by them).
+_reference_prompt = functools.lru_cache(maxsize=1024)(reference_prompt)
+_advertiser_prompt = functools.lru_cache(maxsize=16384)(advertiser_prompt)
+_context_prompt = functools.lru_cache(maxsize=4096)(context_prompt)
 
 
 def _values(bidders: Sequence[Bidder]) -> np.ndarray:
@@ -248,9 +255,9 @@ def _run_mosaic(
     style = prompt_style(engine)
     brands = [b.brand for b in bidders]
     generator_prompt: Prompt = (
-        context_prompt(query, brands, style)
+        _context_prompt(query, tuple(brands), style)
         if mechanism.generator == "context"
-        else reference_prompt(query, style)
+        else _reference_prompt(query, style)
     )
     [candidates] = clock.call(
         engine.generate, [generator_prompt], mechanism.candidates, sampling, seed

@@ -25,6 +25,7 @@ result).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from itertools import chain
@@ -39,7 +40,11 @@ from market.engines.synthetic.world import LRU, World, log_normalise, require
 from market.prompts import Brand, Prompt, Query
 
 MODEL_NAME = "synthetic-v1"
-FULL_TABLES = 32  # full (max_len + 1, V + 1, V) tables kept: 2 per recent generator prompt
+# Memory for full (max_len + 1, V + 1, V) tables: the sampler's of recent generator prompts (three
+# each: the sampler's log-probs and CDFs, the model's log-probs) and the oracle's. A few dozen with the defaults: memory stays flat while entrant sets, and
+# so generator prompts, keep changing.
+FULL_TABLE_BYTES = 32 * 2**20
+STACKS = 64  # stacked compact models of recent score calls (a few MB)
 
 
 def sampler_logprobs(logprobs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
@@ -180,9 +185,14 @@ class SyntheticEngine(ExactOracle):
         self.vocab_size = self.world.vocab_size
         self._eos = self.world.eos
         self._chains = LRU(cache_size)  # compact models: (max_len + 1) x (2V + 1) floats each
+        self._by_prompt = LRU(cache_size)  # id(prompt) -> (prompt, its compact model)
+        self._stacks = LRU(STACKS)  # prompt ids -> (prompts, their compact models stacked)
         # full tables, V + 1 times larger: the sampler's of the recent generator prompts, the
         # oracle's; a few, so that memory stays flat when entrant sets keep changing
-        self._tables = LRU(min(cache_size, FULL_TABLES))
+        table_bytes = (max_len + 1) * (self.vocab_size + 1) * self.vocab_size * 8
+        full_tables = max(2, min(cache_size, FULL_TABLE_BYTES // (3 * table_bytes)))
+        self._tables = LRU(full_tables)
+        self._samplers = LRU(full_tables)  # (id(prompt), temperature, top_p) -> (prompt, tables)
         self.info = EngineInfo(
             engine="synthetic",
             model=MODEL_NAME,
@@ -221,17 +231,34 @@ class SyntheticEngine(ExactOracle):
         return self.world.relevance(brand, query)
 
     def _chain(self, prompt: Prompt) -> np.ndarray:
-        """A prompt's compact next-token model (max_len + 1, 2V + 1) (`World.chain`), cached."""
+        """A prompt's compact next-token model (max_len + 1, 2V + 1) (`World.chain`), cached by
+        what it depends on and, in front, by the prompt object itself (callers that reuse their
+        prompt objects, as the auction does, skip building the key)."""
+        seen = self._by_prompt.get(id(prompt))
+        if seen is not None and seen[0] is prompt:
+            return seen[1]
         if type(prompt) is not Prompt:
             require(
                 isinstance(prompt, Prompt),
                 f"prompts must be market.prompts.Prompt, got {type(prompt).__name__}",
             )
         key = World.table_key(prompt)
-        cached = self._chains.get(key)
-        if cached is not None:
-            return cached
-        return self._chains.put(key, self.world.chain(prompt))
+        chain = self._chains.get(key)
+        if chain is None:
+            chain = self._chains.put(key, self.world.chain(prompt))
+        self._by_prompt.put(id(prompt), (prompt, chain))  # holds the prompt: its id stays its own
+        return chain
+
+    def _stacked_chains(self, prompts: Sequence[Prompt]) -> np.ndarray:
+        """The prompts' `_chain`s stacked (K, max_len + 1, 2V + 1), cached by the prompt objects
+        (the auction scores the same prompt objects round after round)."""
+        key = tuple(map(id, prompts))
+        seen = self._stacks.get(key)
+        if seen is not None:
+            return seen[1]
+        stacked = np.stack([self._chain(p) for p in prompts])
+        stacked.setflags(write=False)
+        return self._stacks.put(key, (tuple(prompts), stacked))[1]  # holds them: ids stay theirs
 
     def _table(self, prompt: Prompt) -> np.ndarray:
         """Exact next-token log-probs (max_len + 1, V + 1, V) of a prompt (`World.table`)."""
@@ -243,20 +270,30 @@ class SyntheticEngine(ExactOracle):
 
     def _sampler_tables(
         self, prompt: Prompt, params: SamplingParams
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The sampler's next-token log-probs and their CDFs (rows ending at exactly 1)."""
+    ) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], list[float]]]:
+        """The sampler's next-token log-probs stacked on the model's (2, max_len + 1, V + 1, V),
+        the sampler's CDFs (rows ending at exactly 1) and its CDF rows as lists for `bisect`,
+        (position, previous) -> row, filled as the sampler visits them (most rows never are)."""
+        seen = self._samplers.get((id(prompt), params.temperature, params.top_p))
+        if seen is not None and seen[0] is prompt:
+            return seen[1]
         key = (World.table_key(prompt), params.temperature, params.top_p)
         cached = self._tables.get(key)
-        if cached is not None:
-            return cached
+        if cached is None:
+            cached = self._tables.put(key, self._new_sampler_tables(prompt, params))
+        self._samplers.put((id(prompt), params.temperature, params.top_p), (prompt, cached))
+        return cached
+
+    def _new_sampler_tables(self, prompt: Prompt, params: SamplingParams) -> tuple:
         full = self.world.expand(self._chain(prompt))
         table = sampler_logprobs(full, params.temperature, params.top_p)
         cdf = np.cumsum(np.exp(table), axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
             cdf /= cdf[..., -1:]  # the EOS row (all −inf) becomes NaN and is never drawn from
-        table.setflags(write=False)
+        tables = np.stack([table, full])
+        tables.setflags(write=False)
         cdf.setflags(write=False)
-        return self._tables.put(key, (table, cdf))
+        return tables, cdf, {}
 
     def _as_ids(self, token_ids: Sequence[int], what: str) -> tuple[int, ...]:
         try:
@@ -354,7 +391,7 @@ class SyntheticEngine(ExactOracle):
                 self._reply_ids(reply)
             return np.zeros((len(prompts), len(replies)))
         steps = self._steps(replies)
-        scores = self._chain_logprobs(np.stack([self._chain(p) for p in prompts]), steps)
+        scores = self._chain_logprobs(self._stacked_chains(prompts), steps)
         return np.ascontiguousarray(scores)  # row-major, as callers slice it by prompt
 
     def next_token_logprobs(
@@ -423,47 +460,36 @@ class SyntheticEngine(ExactOracle):
         seeds: np.random.SeedSequence,
     ) -> list[Candidate]:
         """n replies of at most ``cap`` segments by inverse-CDF draws, one uniform per position:
-        the token is the number of CDF entries at or below the uniform."""
-        model = self._chain(prompt)
-        proposal, cdfs = self._sampler_tables(prompt, params)
+        the token is the number of entries of its CDF row at or below the uniform."""
+        tables, cdfs, rows = self._sampler_tables(prompt, params)
         steps = cap + 1 if cap == self.max_len else cap  # the forced EOS after max_len segments
-        uniforms = np.random.default_rng(seeds).random((n, steps))
+        uniforms = np.random.default_rng(seeds).random((n, steps)).tolist()
         V, eos = self.vocab_size, self._eos
-        tokens = np.zeros((n, steps), dtype=np.int64)
-        lengths = np.zeros(n, dtype=np.int64)
-        prev = np.full(n, V)
-        live = np.arange(n)
-        for t in range(steps):
-            token = (cdfs[t][prev] <= uniforms[live, t, None]).sum(axis=-1)
-            np.minimum(token, V - 1, out=token)
-            tokens[live, t] = token
-            lengths[live] += 1
-            going = token != eos
-            live, prev = live[going], token[going]
-            if live.size == 0:
-                break
-        width = int(lengths.max())
-        valid = np.arange(width) < lengths[:, None]
-        tokens = tokens[:, :width]
-        previous = np.empty_like(tokens)
-        previous[:, 0] = V
-        previous[:, 1:] = tokens[:, :-1]
-        position = np.minimum(np.arange(width), self.max_len)
-        proposal_lp = np.where(valid, proposal[position, previous, tokens], 0.0).sum(axis=-1)
-        model_lp = self._chain_logprobs(model[None], (position, previous, tokens, valid))[0]
+        drawn, padded, previous = [], [], []
+        for reply in uniforms:
+            ids, before = [], [V]  # V: the start of the reply
+            for t, u in enumerate(reply):
+                row = rows.get((t, before[-1]))
+                if row is None:
+                    row = rows[t, before[-1]] = cdfs[t, before[-1]].tolist()
+                token = min(bisect.bisect_right(row, u), V - 1)
+                ids.append(token)
+                if token == eos:
+                    break
+                before.append(token)
+            drawn.append(tuple(ids))
+            padded.append(ids + [0] * (steps - len(ids)))
+            previous.append(before[: len(ids)] + [0] * (steps - len(ids)))
+        valid = np.arange(steps) < np.fromiter(map(len, drawn), np.int64, count=n)[:, None]
+        position = np.minimum(np.arange(steps), self.max_len)
+        logprobs = np.where(valid, tables[:, position, previous, padded], 0.0).sum(axis=-1)
         texts = self.segment_texts
-        replies = []
-        for ids, length, lp_proposal, lp_model in zip(
-            tokens.tolist(), lengths.tolist(), proposal_lp.tolist(), model_lp.tolist(), strict=True
-        ):
-            ids = tuple(ids[:length])
-            words = ids[:-1] if ids[-1] == eos else ids
-            replies.append(
-                Candidate(
-                    text=" ".join([texts[i] for i in words]),
-                    token_ids=ids,
-                    proposal_logprob=lp_proposal,
-                    model_logprob=lp_model,
-                )
+        return [
+            Candidate(
+                " ".join([texts[i] for i in (ids[:-1] if ids[-1] == eos else ids)]),
+                ids,
+                lp_proposal,
+                lp_model,
             )
-        return replies
+            for ids, lp_proposal, lp_model in zip(drawn, *logprobs.tolist(), strict=True)
+        ]
