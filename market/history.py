@@ -60,9 +60,15 @@ class RecentRecords(Sequence[RoundRecord]):
     def __getitem__(self, index: slice) -> list[RoundRecord]: ...
 
     def __getitem__(self, index):
-        total = len(self)
+        total = self._dropped + len(self._records)
         if isinstance(index, slice):
             start, stop, step = index.indices(total)
+            if step == 1:  # the common read: the records since a round, or a trailing window
+                if start >= stop:
+                    return []
+                if start < self._dropped:
+                    raise self._gone(start)
+                return self._records[start - self._dropped : stop - self._dropped]
             wanted = range(start, stop, step)
             if wanted and min(wanted[0], wanted[-1]) < self._dropped:
                 raise self._gone(min(wanted[0], wanted[-1]))

@@ -20,13 +20,15 @@ from typing import Any
 import mesa
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from agents.advertiser import AdvertiserAgent
 from agents.policies import build_policy, spec_parts
 from agents.records import RoundRecord
 from agents.strategies import STRATEGIES, build_strategy
 from market.auction import Bidder, RoundOutcome, mentioned_names, run_round
-from market.columns import ADVERTISERS, AUCTIONS
+from market.columns import ADVERTISERS, AUCTIONS, RUN_TABLES
 from market.engines.base import Engine, SamplingParams
 from market.history import RecentRecords, kept_rounds
 from market.mechanisms import build_mechanism
@@ -81,18 +83,23 @@ class RandomStreams:
 
 @dataclass(frozen=True)
 class TableRows:
-    """New rows of the run tables (docs/data.md), one frame per table, columns in spec order."""
+    """New rows of the run tables (docs/data.md): one Arrow table per table, in the spec's schema
+    (`market.columns`), ready for the run folder's parquet parts."""
 
-    rounds: pd.DataFrame
-    advertisers: pd.DataFrame
-    auctions: pd.DataFrame
+    rounds: pa.Table
+    advertisers: pa.Table
+    auctions: pa.Table
 
     def __len__(self) -> int:
-        return len(self.rounds)
+        return self.rounds.num_rows
+
+    def tables(self) -> dict[str, pa.Table]:
+        """Table name -> its Arrow table."""
+        return {"rounds": self.rounds, "advertisers": self.advertisers, "auctions": self.auctions}
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        """Table name -> its frame."""
-        return {"rounds": self.rounds, "advertisers": self.advertisers, "auctions": self.auctions}
+        """Table name -> its rows as a pandas frame (as `read_table` gives them back)."""
+        return {name: table.to_pandas() for name, table in self.tables().items()}
 
 
 class MarketModel(mesa.Model):
@@ -304,22 +311,20 @@ class MarketModel(mesa.Model):
     def drain_rows(self) -> TableRows:
         """The rows collected since the last drain, one frame per run table.
 
-        Reads the DataCollector through Mesa's public frames, then hands the model a fresh one,
-        so collected rows live only until they are written. Only rounds whose step completed
-        are returned: a step cut short (Ctrl-C) may have collected part of its round.
+        Reads the DataCollector's columns (Mesa's ``model_vars`` and ``tables``) straight into
+        Arrow, then hands the model a fresh collector, so collected rows live only until they are
+        written. Only rounds whose step completed are returned: a step cut short (Ctrl-C) may
+        have collected part of its round.
         """
         collector, self.datacollector = self.datacollector, self._collector()
-        frames = {
-            "rounds": _frame(collector.model_vars),
-            "advertisers": _frame(collector.tables["advertisers"]),
-            "auctions": _frame(collector.tables["auctions"]),
+        columns = {
+            "rounds": collector.model_vars,
+            "advertisers": collector.tables["advertisers"],
+            "auctions": collector.tables["auctions"],
         }
-        done = {}
-        for name, frame in frames.items():
-            if len(frame):
-                frame = frame[frame["round"] < self.round].reset_index(drop=True)
-            done[name] = frame
-        return TableRows(**done)
+        return TableRows(
+            **{name: _arrow(columns[name], RUN_TABLES[name], self.round) for name in columns}
+        )
 
     def restore(self, histories: Mapping[str, Sequence[RoundRecord]]) -> None:
         """Continue a run from recorded histories (every advertiser, rounds 0..T-1).
@@ -350,8 +355,14 @@ class MarketModel(mesa.Model):
         self.round = self.steps = done
 
 
-def _frame(columns: Mapping[str, list]) -> pd.DataFrame:
-    """The collected columns as a frame, cut to their common length: a step cut short may have
-    added some columns of its round and not others."""
-    rows = min((len(values) for values in columns.values()), default=0)
-    return pd.DataFrame({name: values[:rows] for name, values in columns.items()})
+def _arrow(columns: Mapping[str, list], spec: Any, before: int) -> pa.Table:
+    """Collected columns as an Arrow table in ``spec``'s schema, NaN stored as null (as pandas
+    frames are written), without the rows of rounds from ``before`` on (a step cut short)."""
+    lengths = {len(values) for values in columns.values()}
+    rows = min(lengths, default=0)
+    cut = (lambda values: values[:rows]) if len(lengths) > 1 else (lambda values: values)
+    arrays = [pa.array(cut(columns[c.name]), type=c.type, from_pandas=True) for c in spec.columns]
+    table = pa.Table.from_arrays(arrays, schema=spec.schema)
+    if rows and columns["round"][rows - 1] >= before:
+        table = table.filter(pc.less(table["round"], before))
+    return table

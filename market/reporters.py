@@ -337,9 +337,10 @@ def returned(model: MarketModel) -> list[bool]:
     return [j == outcome.returned for j in range(len(outcome.candidates))]
 
 
-def rewards(model: MarketModel) -> list[list[float]]:
-    """Every entrant's true reward r_i(x, y_j) for candidate j, in entrant order."""
-    return _outcome(model).rewards.T.tolist()
+def rewards(model: MarketModel) -> list[np.ndarray]:
+    """Every entrant's true reward r_i(x, y_j) for candidate j, in entrant order (one array per
+    candidate: a list column, as the run folder reads it back)."""
+    return list(np.ascontiguousarray(_outcome(model).rewards.T))
 
 
 def auction_entrants(model: MarketModel) -> list[list[str]]:
