@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from collections.abc import Sequence
 from itertools import chain
 
@@ -187,6 +188,7 @@ class SyntheticEngine(ExactOracle):
         self._chains = LRU(cache_size)  # compact models: (max_len + 1) x (2V + 1) floats each
         self._by_prompt = LRU(cache_size)  # id(prompt) -> (prompt, its compact model)
         self._stacks = LRU(STACKS)  # prompt ids -> (prompts, their compact models stacked)
+        self._drawn: tuple[list[Candidate], tuple] = ([], ())  # the last replies drawn, steps
         # full tables, V + 1 times larger: the sampler's of the recent generator prompts, the
         # oracle's; a few, so that memory stays flat when entrant sets keep changing
         table_bytes = (max_len + 1) * (self.vocab_size + 1) * self.vocab_size * 8
@@ -369,12 +371,15 @@ class SyntheticEngine(ExactOracle):
         position, prev, tokens, valid = steps
         V = self.vocab_size
         flat = chains.reshape(len(chains), -1)
-        row = (position * (2 * V + 1))[None, :]
-        logits = flat[:, row + tokens]
-        lse = flat[:, row + V + prev]
-        logits = np.where(tokens == prev, logits - self._p["repeat_penalty"], logits)
-        finite = np.isfinite(lse)
-        logprobs = np.where(finite, logits - np.where(finite, lse, 0.0), -np.inf)
+        row = position * (2 * V + 1)
+        # x − 0.0 is x: subtracting the penalty times [token = prev] penalises repeats only
+        logits = flat[:, row + tokens] - self._p["repeat_penalty"] * (tokens == prev)
+        lse = flat[:, row + (V + prev)]
+        if np.isfinite(lse).all():
+            logprobs = logits - lse
+        else:
+            finite = np.isfinite(lse)
+            logprobs = np.where(finite, logits - np.where(finite, lse, 0.0), -np.inf)
         return np.where(valid, logprobs, 0.0).sum(axis=-1)
 
     def score(
@@ -390,7 +395,9 @@ class SyntheticEngine(ExactOracle):
             for reply in replies:
                 self._reply_ids(reply)
             return np.zeros((len(prompts), len(replies)))
-        steps = self._steps(replies)
+        drawn, steps = self._drawn
+        if len(drawn) != len(replies) or not all(map(operator.is_, drawn, replies)):
+            steps = self._steps(replies)  # not the candidates just generated
         scores = self._chain_logprobs(self._stacked_chains(prompts), steps)
         return np.ascontiguousarray(scores)  # row-major, as callers slice it by prompt
 
@@ -482,9 +489,10 @@ class SyntheticEngine(ExactOracle):
             previous.append(before[: len(ids)] + [0] * (steps - len(ids)))
         valid = np.arange(steps) < np.fromiter(map(len, drawn), np.int64, count=n)[:, None]
         position = np.minimum(np.arange(steps), self.max_len)
+        padded, previous = np.array(padded), np.array(previous)
         logprobs = np.where(valid, tables[:, position, previous, padded], 0.0).sum(axis=-1)
         texts = self.segment_texts
-        return [
+        candidates = [
             Candidate(
                 " ".join([texts[i] for i in (ids[:-1] if ids[-1] == eos else ids)]),
                 ids,
@@ -493,3 +501,6 @@ class SyntheticEngine(ExactOracle):
             )
             for ids, lp_proposal, lp_model in zip(drawn, *logprobs.tolist(), strict=True)
         ]
+        # a score call on these very candidates reads their steps from here (`score`)
+        self._drawn = (candidates, (position, previous, padded, valid))
+        return candidates
