@@ -361,8 +361,20 @@ def _arrow(columns: Mapping[str, list], spec: Any, before: int) -> pa.Table:
     lengths = {len(values) for values in columns.values()}
     rows = min(lengths, default=0)
     cut = (lambda values: values[:rows]) if len(lengths) > 1 else (lambda values: values)
-    arrays = [pa.array(cut(columns[c.name]), type=c.type, from_pandas=True) for c in spec.columns]
+    arrays = [_column(cut(columns[c.name]), c.type) for c in spec.columns]
     table = pa.Table.from_arrays(arrays, schema=spec.schema)
     if rows and columns["round"][rows - 1] >= before:
         table = table.filter(pc.less(table["round"], before))
     return table
+
+
+def _column(values: list, kind: pa.DataType) -> pa.Array:
+    """One collected column as Arrow. Rows holding one shared list (a round's entrants, on each
+    of its candidates' rows) are converted once and repeated."""
+    if pa.types.is_list(kind) and values:
+        unique: dict[int, list] = {}
+        rows = [unique.setdefault(id(v), (len(unique), v))[0] for v in values]
+        if len(unique) < len(values):
+            shared = pa.array([v for _, v in unique.values()], type=kind, from_pandas=True)
+            return shared.take(pa.array(rows, type=pa.int64()))
+    return pa.array(values, type=kind, from_pandas=True)
