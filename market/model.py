@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import mesa
@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 STREAMS = ("query", "engine", "reply", "policy", "strategy")
+RECORD_FIELDS = tuple(f.name for f in fields(RoundRecord))  # each one an advertisers column
 
 
 class RandomStreams:
@@ -275,8 +276,8 @@ class MarketModel(mesa.Model):
         self.relevant_now = self._relevant_to(self.query.topic)
         self.mentioned_now = frozenset(mentioned_names(outcome.reply.text, self._names))
         self.columns = {name: column(self) for name, column in ADVERTISER_REPORTERS.items()}
-        for agent, record in zip(self.advertisers, self._records(), strict=True):
-            agent.record(record)
+        for agent, row in zip(self.advertisers, self._record_rows(), strict=True):
+            agent.history.append_row(row)
         self.round_seconds = time.perf_counter() - start
         self.datacollector.collect(self)
         self.datacollector.add_table_rows("advertisers", self.columns)
@@ -285,26 +286,10 @@ class MarketModel(mesa.Model):
         )
         self.round += 1
 
-    def _records(self) -> list[RoundRecord]:
-        """Each advertiser's record of the round, read off the round's advertisers columns."""
-        c = self.columns
-        return [
-            RoundRecord(self.round, *row)
-            for row in zip(
-                c["entered"],
-                c["relevant"],
-                c["expected_reward"],
-                c["payment"],
-                c["utility"],
-                c["realized_reward"],
-                c["realized_utility"],
-                c["outside_reward"],
-                c["mentioned"],
-                c["topic"],
-                c["expected_reward_without"],
-                strict=True,
-            )
-        ]
+    def _record_rows(self) -> Iterator[tuple]:
+        """Each advertiser's `RoundRecord` of the round as a row of its field values, read off
+        the round's advertisers columns (her history builds the record when it is read)."""
+        return zip(*(self.columns[name] for name in RECORD_FIELDS), strict=True)
 
     # --- data out, state back in -------------------------------------------------------------
 

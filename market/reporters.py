@@ -182,8 +182,11 @@ def _each(model: MarketModel, value: object) -> list:
 
 def _entrants(model: MarketModel, values: np.ndarray, absent: float) -> list[float]:
     """An entrants' array (in entrant order) spread over every advertiser; ``absent`` elsewhere."""
+    rows = model.entrant_rows
+    if len(rows) == len(model.advertisers):  # everyone entered: entrant order is theirs
+        return values.tolist()
     column = np.full(len(model.advertisers), absent)
-    column[model.entrant_rows] = values
+    column[rows] = values
     return column.tolist()
 
 

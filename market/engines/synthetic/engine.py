@@ -25,7 +25,6 @@ result).
 
 from __future__ import annotations
 
-import bisect
 import math
 import operator
 from collections.abc import Sequence
@@ -272,10 +271,9 @@ class SyntheticEngine(ExactOracle):
 
     def _sampler_tables(
         self, prompt: Prompt, params: SamplingParams
-    ) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], list[float]]]:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The sampler's next-token log-probs stacked on the model's (2, max_len + 1, V + 1, V),
-        the sampler's CDFs (rows ending at exactly 1) and its CDF rows as lists for `bisect`,
-        (position, previous) -> row, filled as the sampler visits them (most rows never are)."""
+        and the sampler's CDFs (rows ending at exactly 1; after EOS, a row that draws EOS)."""
         seen = self._samplers.get((id(prompt), params.temperature, params.top_p))
         if seen is not None and seen[0] is prompt:
             return seen[1]
@@ -291,11 +289,13 @@ class SyntheticEngine(ExactOracle):
         table = sampler_logprobs(full, params.temperature, params.top_p)
         cdf = np.cumsum(np.exp(table), axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            cdf /= cdf[..., -1:]  # the EOS row (all −inf) becomes NaN and is never drawn from
+            cdf /= cdf[..., -1:]  # the EOS row (all −inf) becomes NaN ...
+        cdf[:, self._eos, :] = 0.0  # ... and absorbs: no entry but the last is at most u < 1
+        cdf[:, self._eos, -1] = 1.0
         tables = np.stack([table, full])
         tables.setflags(write=False)
         cdf.setflags(write=False)
-        return tables, cdf, {}
+        return tables, cdf
 
     def _as_ids(self, token_ids: Sequence[int], what: str) -> tuple[int, ...]:
         try:
@@ -468,29 +468,27 @@ class SyntheticEngine(ExactOracle):
     ) -> list[Candidate]:
         """n replies of at most ``cap`` segments by inverse-CDF draws, one uniform per position:
         the token is the number of entries of its CDF row at or below the uniform."""
-        tables, cdfs, rows = self._sampler_tables(prompt, params)
+        tables, cdfs = self._sampler_tables(prompt, params)
         steps = cap + 1 if cap == self.max_len else cap  # the forced EOS after max_len segments
-        uniforms = np.random.default_rng(seeds).random((n, steps)).tolist()
+        uniforms = np.random.default_rng(seeds).random((n, steps))
         V, eos = self.vocab_size, self._eos
-        drawn, padded, previous = [], [], []
-        for reply in uniforms:
-            ids, before = [], [V]  # V: the start of the reply
-            for t, u in enumerate(reply):
-                row = rows.get((t, before[-1]))
-                if row is None:
-                    row = rows[t, before[-1]] = cdfs[t, before[-1]].tolist()
-                token = min(bisect.bisect_right(row, u), V - 1)
-                ids.append(token)
-                if token == eos:
-                    break
-                before.append(token)
-            drawn.append(tuple(ids))
-            padded.append(ids + [0] * (steps - len(ids)))
-            previous.append(before[: len(ids)] + [0] * (steps - len(ids)))
-        valid = np.arange(steps) < np.fromiter(map(len, drawn), np.int64, count=n)[:, None]
+        # every reply takes every step: one past its EOS, the absorbing EOS row draws EOS again
+        drawn = np.empty((n, steps), dtype=np.int64)
+        prev = np.full(n, V)  # V: the start of the reply
+        for t in range(steps):
+            prev = drawn[:, t] = (cdfs[t, prev] <= uniforms[:, t, None]).sum(axis=1)
+        lengths = np.minimum((drawn != eos).sum(axis=1) + 1, steps)
+        valid = np.arange(steps) < lengths[:, None]
+        padded = np.where(valid, drawn, 0)
+        previous = np.zeros_like(padded)
+        previous[:, 0] = V
+        previous[:, 1:] = padded[:, :-1]
         position = np.minimum(np.arange(steps), self.max_len)
-        padded, previous = np.array(padded), np.array(previous)
         logprobs = np.where(valid, tables[:, position, previous, padded], 0.0).sum(axis=-1)
+        drawn = [
+            tuple(ids[:length])
+            for ids, length in zip(padded.tolist(), lengths.tolist(), strict=True)
+        ]
         texts = self.segment_texts
         candidates = [
             Candidate(
