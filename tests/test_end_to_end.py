@@ -88,7 +88,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
         assert_same_run(tmp_path / "a", tmp_path / "c")
 
 
-ROUNDS = "200"
+ROUNDS = "1500"  # enough that a signal lands mid-run on a market of ~1,000 rounds/s
 
 
 @pytest.fixture(scope="module")
