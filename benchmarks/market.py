@@ -16,9 +16,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from market.columns import SCHEMAS
 from market.model import MarketModel
 from scenarios.loader import scenario_from_dict
 
@@ -93,7 +95,9 @@ def measure(label: str, scenario, engine, *, warmup: int, drain_every: int = 500
             model.step()
             engine_seconds += model.outcome.engine_seconds
             if k % drain_every == 0 or k == scenario.rounds:
-                model.drain_rows()  # Arrow tables in the run folder's schema
+                rows = model.drain_rows()
+                for table, schema in SCHEMAS.items():
+                    pa.Table.from_pandas(getattr(rows, table), schema=schema, preserve_index=False)
         wall = time.perf_counter() - start
     return Measurement(label, scenario.rounds, wall, engine_seconds)
 

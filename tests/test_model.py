@@ -99,7 +99,12 @@ def run(model: MarketModel, rounds: int) -> MarketModel:
 
 
 def frames(model: MarketModel) -> dict[str, pd.DataFrame]:
-    return model.drain_rows().frames()
+    rows = model.drain_rows()
+    return {
+        "rounds": pd.DataFrame(rows.rounds),
+        "advertisers": pd.DataFrame(rows.advertisers),
+        "auctions": pd.DataFrame(rows.auctions),
+    }
 
 
 def test_collected_columns_cover_what_the_reports_read(engine):
