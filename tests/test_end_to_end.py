@@ -45,7 +45,16 @@ def start_cli(*args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_from_a_terminal,
     )
+
+
+def as_from_a_terminal() -> None:
+    """In the child, before exec: Ctrl-C as a terminal delivers it (default disposition, not
+    blocked), whatever the test process inherited or set — in the full suite children of pytest
+    started with SIGINT ignored, and the CLI never saw the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def wait_until(process: subprocess.Popen, condition) -> None:

@@ -39,6 +39,14 @@ def _done(meta: dict) -> list[int]:
     return [n for per_seed in meta["completed"].values() for n in per_seed.values()]
 
 
+def as_from_a_terminal() -> None:
+    """In the child, before exec: Ctrl-C as a terminal delivers it (default disposition, not
+    blocked), whatever the test process inherited or set — in the full suite children of pytest
+    started with SIGINT ignored, and the CLI never saw the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _start(out: Path) -> subprocess.Popen:
     """The sweep in a process of its own session (its workers join its process group)."""
     command = [
@@ -56,6 +64,7 @@ def _start(out: Path) -> subprocess.Popen:
         cwd=ROOT,
         env=env,
         start_new_session=True,
+        preexec_fn=as_from_a_terminal,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
