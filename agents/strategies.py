@@ -30,6 +30,13 @@ class ReportStrategy(CheckedSettings, ABC):
 
     name: ClassVar[str] = "base"
     needs_rng: ClassVar[bool] = False
+    # reports are the true rewards: the auction skips calling ``report`` (only the class that
+    # says so itself, never a subclass that may change the report)
+    truthful: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.truthful = bool(cls.__dict__.get("truthful", False))
 
     def report(self, true_rewards: np.ndarray) -> np.ndarray:
         """Reported rewards r̃_i(x, y_j) for the candidates, from the true r_i(x, y_j)."""
@@ -63,6 +70,8 @@ def register_strategy(name: str) -> Callable[[type[ReportStrategy]], type[Report
 @register_strategy("truthful")
 class Truthful(ReportStrategy):
     """Reports the true rewards and bids the value scale (dominant under MOSAIC, Theorem 5.1)."""
+
+    truthful = True
 
     def _report(self, rewards: np.ndarray) -> np.ndarray:
         return rewards

@@ -16,11 +16,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
-from market.columns import SCHEMAS
 from market.model import MarketModel
 from scenarios.loader import scenario_from_dict
 
@@ -95,9 +93,7 @@ def measure(label: str, scenario, engine, *, warmup: int, drain_every: int = 500
             model.step()
             engine_seconds += model.outcome.engine_seconds
             if k % drain_every == 0 or k == scenario.rounds:
-                rows = model.drain_rows()
-                for table, schema in SCHEMAS.items():
-                    pa.Table.from_pandas(getattr(rows, table), schema=schema, preserve_index=False)
+                model.drain_rows()  # Arrow tables in the run folder's schema
         wall = time.perf_counter() - start
     return Measurement(label, scenario.rounds, wall, engine_seconds)
 

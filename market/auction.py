@@ -14,6 +14,7 @@ advertiser (expected and realized reward, utility) uses her *true* rewards.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -51,6 +52,11 @@ class Bidder:
     brand: Brand
     value: float
     strategy: Any = None
+
+    @property
+    def truthful(self) -> bool:
+        """Whether her report is her true reward (no strategy, or one that says it is truthful)."""
+        return self.strategy is None or getattr(self.strategy, "truthful", False)
 
     def report(self, true_rewards: np.ndarray) -> np.ndarray:
         if self.strategy is None:
@@ -146,7 +152,29 @@ class RoundOutcome:
 
 def mentions(text: str, name: str) -> bool:
     """Whether ``name`` appears in ``text`` as a word, ignoring case."""
-    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, flags=re.IGNORECASE) is not None
+    return _mention_pattern(name).search(text) is not None
+
+
+def mentioned_names(text: str, names: Sequence[str]) -> list[str]:
+    """The ``names`` that ``text`` `mentions`, in their order.
+
+    An ASCII name can appear in an ASCII text, ignoring case, only as a substring of its lower
+    case: names that are not are skipped without running their pattern.
+    """
+    if not text.isascii():
+        return [name for name in names if mentions(text, name)]
+    lower = text.lower()
+    return [
+        name
+        for name in names
+        if (not name.isascii() or name.lower() in lower) and mentions(text, name)
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _mention_pattern(name: str) -> re.Pattern[str]:
+    """The word pattern of one brand name, compiled once."""
+    return re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", flags=re.IGNORECASE)
 
 
 def rewards_from_scores(
@@ -159,7 +187,9 @@ def rewards_from_scores(
     +inf or NaN. A reply advertiser i's LLM cannot produce gets −inf (a veto).
     """
     values = np.asarray(values, dtype=float)
-    possible = np.isfinite(log_ref)[None, :]
+    possible = np.isfinite(log_ref)
+    if possible.all():
+        return values[:, None] * (log_advertisers - log_ref)
     with np.errstate(invalid="ignore"):
         diff = np.where(possible, log_advertisers - np.where(possible, log_ref, 0.0), 0.0)
     return values[:, None] * diff
@@ -197,9 +227,16 @@ def _score_prompts(
     query: Query, bidders: Sequence[Bidder], observers: Sequence[Bidder], style: str
 ) -> list[Prompt]:
     """Reference prompt first, then every entrant's and every observer's advertiser prompt."""
-    return [reference_prompt(query, style)] + [
-        advertiser_prompt(query, b.brand, style) for b in (*bidders, *observers)
+    return [_reference_prompt(query, style)] + [
+        _advertiser_prompt(query, b.brand, style) for b in (*bidders, *observers)
     ]
+
+
+# The same prompt objects round after round: prompts are immutable values, and an engine may
+# recognise the objects it has seen (the synthetic engine caches its tables by them).
+_reference_prompt = functools.lru_cache(maxsize=1024)(reference_prompt)
+_advertiser_prompt = functools.lru_cache(maxsize=16384)(advertiser_prompt)
+_context_prompt = functools.lru_cache(maxsize=4096)(context_prompt)
 
 
 def _listed(query: Query, brands: list[Brand], listing: str, seed: int) -> tuple[Brand, ...]:
@@ -231,9 +268,9 @@ def _run_mosaic(
     style = prompt_style(engine)
     brands = _listed(query, [b.brand for b in bidders], mechanism.listing, seed)
     generator_prompt: Prompt = (
-        context_prompt(query, brands, style)
+        _context_prompt(query, tuple(brands), style)
         if mechanism.generator == "context"
-        else reference_prompt(query, style)
+        else _reference_prompt(query, style)
     )
     [candidates] = clock.call(
         engine.generate, [generator_prompt], mechanism.candidates, sampling, seed
@@ -247,12 +284,15 @@ def _run_mosaic(
     # The importance weight uses the probability under the sampler actually used (Alg. 1, l. 3).
     log_gen = np.array([c.proposal_logprob for c in candidates], dtype=float)
     true_rewards = rewards_from_scores(_values(bidders), scores[1 : 1 + n], log_ref)
-    reported = np.array(
-        [b.report(true_rewards[i]) for i, b in enumerate(bidders)], dtype=float
-    ).reshape(n, len(candidates))
+    if all(b.truthful for b in bidders):
+        reported = true_rewards
+    else:
+        reported = np.array(
+            [b.report(true_rewards[i]) for i, b in enumerate(bidders)], dtype=float
+        ).reshape(n, len(candidates))
     outcome = mechanism.outcome(reported, log_ref, log_gen)
     returned = int(sample_reply(outcome, rng))
-    if np.array_equal(reported, true_rewards):
+    if reported is true_rewards or np.array_equal(reported, true_rewards):
         expected, without = outcome.expected_rewards, outcome.expected_rewards_without
     else:  # the mechanism saw reports; what she gets is measured with her true rewards
         expected = expectation(outcome.allocation, true_rewards)

@@ -13,29 +13,44 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import mesa
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from agents.advertiser import AdvertiserAgent
 from agents.policies import build_policy, spec_parts
 from agents.records import RoundRecord
 from agents.strategies import STRATEGIES, build_strategy
-from market.auction import Bidder, RoundOutcome, mentions, run_round
-from market.columns import AUCTIONS
+from market.auction import Bidder, RoundOutcome, mentioned_names, run_round
+from market.columns import ADVERTISERS, AUCTIONS, RUN_TABLES
 from market.engines.base import Engine, SamplingParams
 from market.history import RecentRecords, kept_rounds
 from market.mechanisms import build_mechanism
 from market.prompts import Query, is_relevant
-from market.reporters import ADVERTISER_REPORTERS, ROUND_REPORTERS
+from market.reporters import (
+    ADVERTISER_REPORTERS,
+    AUCTION_REPORTERS,
+    ROUND_REPORTERS,
+    RoundCollector,
+)
 
-__all__ = ["ADVERTISER_REPORTERS", "ROUND_REPORTERS", "MarketModel", "RandomStreams", "TableRows"]
+__all__ = [
+    "ADVERTISER_REPORTERS",
+    "AUCTION_REPORTERS",
+    "ROUND_REPORTERS",
+    "MarketModel",
+    "RandomStreams",
+    "TableRows",
+]
 
 STREAMS = ("query", "engine", "reply", "policy", "strategy")
+RECORD_FIELDS = tuple(f.name for f in fields(RoundRecord))  # each one an advertisers column
 
 
 class RandomStreams:
@@ -69,18 +84,23 @@ class RandomStreams:
 
 @dataclass(frozen=True)
 class TableRows:
-    """New rows of the run tables (docs/data.md), one frame per table, columns in spec order."""
+    """New rows of the run tables (docs/data.md): one Arrow table per table, in the spec's schema
+    (`market.columns`), ready for the run folder's parquet parts."""
 
-    rounds: pd.DataFrame
-    advertisers: pd.DataFrame
-    auctions: pd.DataFrame
+    rounds: pa.Table
+    advertisers: pa.Table
+    auctions: pa.Table
 
     def __len__(self) -> int:
-        return len(self.rounds)
+        return self.rounds.num_rows
+
+    def tables(self) -> dict[str, pa.Table]:
+        """Table name -> its Arrow table."""
+        return {"rounds": self.rounds, "advertisers": self.advertisers, "auctions": self.auctions}
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        """Table name -> its frame."""
-        return {"rounds": self.rounds, "advertisers": self.advertisers, "auctions": self.auctions}
+        """Table name -> its rows as a pandas frame (as `read_table` gives them back)."""
+        return {name: table.to_pandas() for name, table in self.tables().items()}
 
 
 class MarketModel(mesa.Model):
@@ -112,6 +132,7 @@ class MarketModel(mesa.Model):
         # drawing it directly gives the same query without choice's per-call validation
         cdf = (weights / weights.sum()).cumsum()
         self._query_cdf = cdf / cdf[-1]
+        self._prompt_queries = tuple(Query(q.text, q.topic) for q in self.queries)
         self.outside_option = bool(scenario.outside_option)
         self.topics_graph = scenario.topics_graph()
         try:
@@ -131,17 +152,22 @@ class MarketModel(mesa.Model):
             if STRATEGIES[spec_parts(spec.strategy, "strategy")[0]].needs_rng
         }
         self._connect(scenario.observation_graph())
+        self._bidders = [Bidder(a.brand, a.value, a.strategy) for a in self.advertisers]
+        self._observers = [Bidder(a.brand, a.value) for a in self.advertisers]
+        self._names = tuple(a.name for a in self.advertisers)
+        self._relevance: dict[str, dict[str, bool]] = {}  # query topic -> advertiser -> rel
 
         self.round = 0
         self.query: Any = None  # the round's QuerySpec (text, topic, weight)
         self.outcome: RoundOutcome | None = None
         self.entrant_index: dict[str, int] = {}
+        self.entrant_rows = np.zeros(0, dtype=np.intp)  # advertisers' indices, entrant order
+        self.observer_rows = np.zeros(0, dtype=np.intp)  # advertisers' indices, observer order
         self.round_seconds = math.nan
         self.relevant_now: dict[str, bool] = {}  # per advertiser, for the round's query
         self.mentioned_now: frozenset[str] = frozenset()  # advertisers named in the reply
-        # per entrant: (expected reward without her, offset C_i); per agent: this round's record
-        self.counterfactuals: dict[str, tuple[float, float]] = {}
-        self.round_records: dict[AdvertiserAgent, RoundRecord] = {}
+        # the round's advertisers rows, column -> one value per advertiser (ADVERTISER_REPORTERS)
+        self.columns: dict[str, list] = {}
         self.datacollector = self._collector()
 
     def close(self) -> None:
@@ -161,12 +187,12 @@ class MarketModel(mesa.Model):
         self.close()
 
     @staticmethod
-    def _collector() -> mesa.DataCollector:
-        """A DataCollector with one named reporter per column of the run tables."""
-        return mesa.DataCollector(
+    def _collector() -> RoundCollector:
+        """A DataCollector with one named reporter per column of the run tables: Mesa model
+        reporters for the rounds, column reporters for the advertisers' and auctions' tables."""
+        return RoundCollector(
             model_reporters=ROUND_REPORTERS,
-            agent_reporters=ADVERTISER_REPORTERS,
-            tables={"auctions": list(AUCTIONS.names)},
+            tables={"advertisers": list(ADVERTISERS.names), "auctions": list(AUCTIONS.names)},
         )
 
     def _make_agent(self, index: int, spec: Any) -> AdvertiserAgent:
@@ -194,142 +220,96 @@ class MarketModel(mesa.Model):
 
     def draw_query(self, round_index: int) -> Any:
         """The query of a round, drawn ∝ weight from the query mix's own per-round stream."""
+        return self.queries[self._query_index(round_index)]
+
+    def _query_index(self, round_index: int) -> int:
         uniform = self.streams.rng("query", round_index).random()
-        return self.queries[int(self._query_cdf.searchsorted(uniform, side="right"))]
+        return int(self._query_cdf.searchsorted(uniform, side="right"))
 
     def is_relevant(self, name: str) -> bool:
         """Whether the round's query topic is one of the advertiser's: an edge of the bipartite
         advertisers–topics graph."""
         return is_relevant(self.topics_graph.neighbors(name), self.query.topic)
 
+    def _relevant_to(self, topic: str) -> dict[str, bool]:
+        """Every advertiser's relevance to a query topic (`is_relevant`), read once per topic."""
+        known = self._relevance.get(topic)
+        if known is None:
+            graph = self.topics_graph
+            known = {n: is_relevant(graph.neighbors(n), topic) for n in self._names}
+            self._relevance[topic] = known
+        return known
+
     def _bidder(self, index: int) -> Bidder:
+        if index not in self._drawing_strategies:
+            return self._bidders[index]
         agent = self.advertisers[index]
-        strategy = agent.strategy
-        if index in self._drawing_strategies:
-            strategy = build_strategy(
-                self._drawing_strategies[index], self.streams.rng("strategy", index, self.round)
-            )
+        strategy = build_strategy(
+            self._drawing_strategies[index], self.streams.rng("strategy", index, self.round)
+        )
         return Bidder(agent.brand, agent.value, strategy)
 
     def step(self) -> None:
         """One round: query, entry decisions, the auction, histories, data collection."""
         start = time.perf_counter()
         t = self.round
-        self.query = self.draw_query(t)
+        k = self._query_index(t)
+        self.query = self.queries[k]
         # decisions read only past rounds and the query's topic: order-free
-        self.agents.shuffle_do("decide_entry", self.query.topic)
+        self.agents.do("decide_entry", self.query.topic)
         present = [i for i, a in enumerate(self.advertisers) if a.entering]
-        absent = [a for a in self.advertisers if not a.entering]
+        absent = [i for i, a in enumerate(self.advertisers) if not a.entering]
         outcome = run_round(
             self.engine,
             self.mechanism,
-            Query(self.query.text, self.query.topic),
+            self._prompt_queries[k],
             [self._bidder(i) for i in present],
             self.sampling,
             seed=self.streams.engine_seed(t),
             rng=self.streams.rng("reply", t),
-            observers=[Bidder(a.brand, a.value) for a in absent] if self.outside_option else (),
+            observers=[self._observers[i] for i in absent] if self.outside_option else (),
         )
         self.outcome = outcome
         self.entrant_index = {name: i for i, name in enumerate(outcome.entrants)}
-        self.relevant_now = {a.name: self.is_relevant(a.name) for a in self.advertisers}
-        self.mentioned_now = frozenset(
-            a.name for a in self.advertisers if mentions(outcome.reply.text, a.name)
-        )
-        self.counterfactuals = dict(
-            zip(
-                outcome.entrants,
-                zip(
-                    outcome.expected_rewards_without.tolist(), outcome.offsets.tolist(), strict=True
-                ),
-                strict=True,
-            )
-        )
-        self.round_records = {agent: self._record_for(agent, outcome) for agent in self.advertisers}
-        for agent, record in self.round_records.items():
-            agent.record(record)
+        self.entrant_rows = np.array(present, dtype=np.intp)
+        self.observer_rows = np.array(absent if self.outside_option else (), dtype=np.intp)
+        self.relevant_now = self._relevant_to(self.query.topic)
+        self.mentioned_now = frozenset(mentioned_names(outcome.reply.text, self._names))
+        self.columns = {name: column(self) for name, column in ADVERTISER_REPORTERS.items()}
+        for agent, row in zip(self.advertisers, self._record_rows(), strict=True):
+            agent.history.append_row(row)
         self.round_seconds = time.perf_counter() - start
         self.datacollector.collect(self)
-        self._collect_auction()
+        self.datacollector.add_table_rows("advertisers", self.columns)
+        self.datacollector.add_table_rows(
+            "auctions", {name: column(self) for name, column in AUCTION_REPORTERS.items()}
+        )
         self.round += 1
 
-    def _record_for(self, agent: AdvertiserAgent, outcome: RoundOutcome) -> RoundRecord:
-        said = agent.name in self.mentioned_now
-        relevant = self.relevant_now[agent.name]
-        i = self.entrant_index.get(agent.name)
-        if i is None:
-            outside = math.nan
-            if agent.name in outcome.observers:
-                outside = float(outcome.outside_rewards[outcome.observers.index(agent.name)])
-            return RoundRecord(
-                self.round,
-                entered=False,
-                relevant=relevant,
-                outside_reward=outside,
-                mentioned=said,
-                topic=self.query.topic,
-            )
-        paid = float(outcome.payments[i])
-        realized = float(outcome.realized_rewards[i])
-        return RoundRecord(
-            self.round,
-            entered=True,
-            relevant=relevant,
-            expected_reward=float(outcome.expected_rewards[i]),
-            payment=paid,
-            utility=float(outcome.utilities[i]),
-            realized_reward=realized,
-            realized_utility=realized - paid,
-            mentioned=said,
-            topic=self.query.topic,
-            expected_reward_without=float(outcome.expected_rewards_without[i]),
-        )
-
-    def _collect_auction(self) -> None:
-        outcome = self.outcome
-        rewards = outcome.rewards.T.tolist()  # [candidate][entrant]
-        log_ref, log_gen = outcome.log_ref.tolist(), outcome.log_gen.tolist()
-        allocation = outcome.allocation.tolist()
-        for j, candidate in enumerate(outcome.candidates):
-            self.datacollector.add_table_row(
-                "auctions",
-                {
-                    "variant": self.variant,
-                    "seed": self.root_seed,
-                    "round": self.round,
-                    "candidate": j,
-                    "text": candidate.text,
-                    "n_tokens": len(candidate.token_ids),
-                    "log_ref": log_ref[j],
-                    "log_gen": log_gen[j],
-                    "allocation": allocation[j],
-                    "returned": j == outcome.returned,
-                    "rewards": rewards[j],
-                    "entrants": list(outcome.entrants),
-                },
-            )
+    def _record_rows(self) -> Iterator[tuple]:
+        """Each advertiser's `RoundRecord` of the round as a row of its field values, read off
+        the round's advertisers columns (her history builds the record when it is read)."""
+        return zip(*(self.columns[name] for name in RECORD_FIELDS), strict=True)
 
     # --- data out, state back in -------------------------------------------------------------
 
     def drain_rows(self) -> TableRows:
         """The rows collected since the last drain, one frame per run table.
 
-        Reads the DataCollector through Mesa's public frames, then hands the model a fresh one,
-        so collected rows live only until they are written. Only rounds whose step completed
-        are returned: a step cut short (Ctrl-C) may have collected part of its round.
+        Reads the DataCollector's columns (Mesa's ``model_vars`` and ``tables``) straight into
+        Arrow, then hands the model a fresh collector, so collected rows live only until they are
+        written. Only rounds whose step completed are returned: a step cut short (Ctrl-C) may
+        have collected part of its round.
         """
         collector, self.datacollector = self.datacollector, self._collector()
-        frames = {
-            "rounds": collector.get_model_vars_dataframe(),
-            "advertisers": collector.get_agent_vars_dataframe().reset_index(drop=True),
-            "auctions": collector.get_table_dataframe("auctions"),
+        columns = {
+            "rounds": collector.model_vars,
+            "advertisers": collector.tables["advertisers"],
+            "auctions": collector.tables["auctions"],
         }
-        done = {}
-        for name, frame in frames.items():
-            if len(frame):
-                frame = frame[frame["round"] < self.round].reset_index(drop=True)
-            done[name] = frame
-        return TableRows(**done)
+        return TableRows(
+            **{name: _arrow(columns[name], RUN_TABLES[name], self.round) for name in columns}
+        )
 
     def restore(self, histories: Mapping[str, Sequence[RoundRecord]]) -> None:
         """Continue a run from recorded histories (every advertiser, rounds 0..T-1).
@@ -358,3 +338,28 @@ class MarketModel(mesa.Model):
         for agent in self.advertisers:
             agent.history = RecentRecords(self._kept, agent.history)
         self.round = self.steps = done
+
+
+def _arrow(columns: Mapping[str, list], spec: Any, before: int) -> pa.Table:
+    """Collected columns as an Arrow table in ``spec``'s schema, NaN stored as null (as pandas
+    frames are written), without the rows of rounds from ``before`` on (a step cut short)."""
+    lengths = {len(values) for values in columns.values()}
+    rows = min(lengths, default=0)
+    cut = (lambda values: values[:rows]) if len(lengths) > 1 else (lambda values: values)
+    arrays = [_column(cut(columns[c.name]), c.type) for c in spec.columns]
+    table = pa.Table.from_arrays(arrays, schema=spec.schema)
+    if rows and columns["round"][rows - 1] >= before:
+        table = table.filter(pc.less(table["round"], before))
+    return table
+
+
+def _column(values: list, kind: pa.DataType) -> pa.Array:
+    """One collected column as Arrow. Rows holding one shared list (a round's entrants, on each
+    of its candidates' rows) are converted once and repeated."""
+    if pa.types.is_list(kind) and values:
+        unique: dict[int, list] = {}
+        rows = [unique.setdefault(id(v), (len(unique), v))[0] for v in values]
+        if len(unique) < len(values):
+            shared = pa.array([v for _, v in unique.values()], type=kind, from_pandas=True)
+            return shared.take(pa.array(rows, type=pa.int64()))
+    return pa.array(values, type=kind, from_pandas=True)

@@ -1,23 +1,46 @@
-"""The market's Mesa DataCollector reporters: one small named function per column.
+"""The market's Mesa DataCollector and its reporters: one small named function per column.
 
-Names, order and types come from the table spec (`market.columns`): ``ROUNDS.named`` and
-``ADVERTISERS.named`` refuse a reporter without a column or a column without a reporter. Model
-reporters read the round the model just ran (``model.outcome``); agent reporters read the record
-the model handed each advertiser for that round (``model.round_records[agent]``, the newest entry
-of her history) and the entrants' counterfactuals (``model.counterfactuals``).
+Names, order and types come from the table spec (`market.columns`): ``ROUNDS.named``,
+``ADVERTISERS.named`` and ``AUCTIONS.named`` refuse a reporter without a column or a column
+without a reporter. Round reporters are Mesa model reporters: each reads the round the model just
+ran (``model.outcome``) and gives one value. Advertiser and auction reporters are *column*
+reporters: each gives its column for every row of the round at once — every advertiser, in
+``model.advertisers`` order, or every candidate — computed with numpy from the outcome, so a
+round costs one call per column, not one per advertiser and column. The model computes the
+advertiser columns once a round (``model.columns``: the rows it collects and the records it hands
+the advertisers) and adds both tables' rows to the collector's Mesa tables with
+`RoundCollector.add_table_rows`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from market.columns import ADVERTISERS, ROUNDS
+import mesa
+import numpy as np
+
+from market.columns import ADVERTISERS, AUCTIONS, ROUNDS
 
 if TYPE_CHECKING:
-    from agents.advertiser import AdvertiserAgent
     from market.auction import RoundOutcome
     from market.model import MarketModel
+
+
+class RoundCollector(mesa.DataCollector):
+    """Mesa's DataCollector, with a round's rows of a table added column by column."""
+
+    def add_table_rows(self, table_name: str, columns: Mapping[str, Sequence]) -> None:
+        """Append rows given as columns — every column of the table, all of one length: the
+        columnar counterpart of Mesa's ``add_table_row``, one call per table and round."""
+        table = self.tables[table_name]
+        if columns.keys() != table.keys():
+            raise ValueError(f"table {table_name!r} has columns {list(table)}, got {list(columns)}")
+        if len({len(values) for values in columns.values()}) > 1:
+            raise ValueError(f"table {table_name!r}: columns of different lengths")
+        for name, values in columns.items():
+            table[name].extend(values)
 
 
 def _outcome(model: MarketModel) -> RoundOutcome:
@@ -150,82 +173,99 @@ ROUND_REPORTERS = ROUNDS.named(
 )
 
 
-# --- advertisers: one row per advertiser and round -------------------------------------------
+# --- advertisers: one column per reporter, one row per advertiser and round --------------------
 
 
-_ABSENT = (math.nan, math.nan)  # no counterfactual and no offset for an advertiser who is out
+def _each(model: MarketModel, value: object) -> list:
+    return [value] * len(model.advertisers)
 
 
-def agent_variant(agent: AdvertiserAgent) -> str:
-    return agent.model.variant
+def _entrants(model: MarketModel, values: np.ndarray, absent: float) -> list[float]:
+    """An entrants' array (in entrant order) spread over every advertiser; ``absent`` elsewhere."""
+    rows = model.entrant_rows
+    if len(rows) == len(model.advertisers):  # everyone entered: entrant order is theirs
+        return values.tolist()
+    column = np.full(len(model.advertisers), absent)
+    column[rows] = values
+    return column.tolist()
 
 
-def agent_seed(agent: AdvertiserAgent) -> int:
-    return agent.model.root_seed
+def agent_variant(model: MarketModel) -> list[str]:
+    return _each(model, model.variant)
 
 
-def agent_round(agent: AdvertiserAgent) -> int:
-    return agent.model.round_records[agent].round
+def agent_seed(model: MarketModel) -> list[int]:
+    return _each(model, model.root_seed)
 
 
-def advertiser(agent: AdvertiserAgent) -> str:
-    return agent.name
+def agent_round(model: MarketModel) -> list[int]:
+    return _each(model, model.round)
 
 
-def value(agent: AdvertiserAgent) -> float:
-    return agent.value
+def advertiser(model: MarketModel) -> list[str]:
+    return [a.name for a in model.advertisers]
 
 
-def policy(agent: AdvertiserAgent) -> str:
-    return agent.policy_type
+def value(model: MarketModel) -> list[float]:
+    return [a.value for a in model.advertisers]
 
 
-def entered(agent: AdvertiserAgent) -> bool:
-    return agent.model.round_records[agent].entered
+def policy(model: MarketModel) -> list[str]:
+    return [a.policy_type for a in model.advertisers]
 
 
-def relevant(agent: AdvertiserAgent) -> bool:
-    return agent.model.round_records[agent].relevant
+def entered(model: MarketModel) -> list[bool]:
+    return [a.entering for a in model.advertisers]
 
 
-def agent_topic(agent: AdvertiserAgent) -> str:
-    return agent.model.round_records[agent].topic
+def relevant(model: MarketModel) -> list[bool]:
+    return [model.relevant_now[a.name] for a in model.advertisers]
 
 
-def payment(agent: AdvertiserAgent) -> float:
-    return agent.model.round_records[agent].payment
+def agent_topic(model: MarketModel) -> list[str]:
+    return _each(model, model.query.topic)
 
 
-def expected_reward(agent: AdvertiserAgent) -> float:
-    return agent.model.round_records[agent].expected_reward
+def payment(model: MarketModel) -> list[float]:
+    return _entrants(model, _outcome(model).payments, 0.0)
 
 
-def expected_reward_without(agent: AdvertiserAgent) -> float:
-    return agent.model.counterfactuals.get(agent.name, _ABSENT)[0]
+def expected_reward(model: MarketModel) -> list[float]:
+    return _entrants(model, _outcome(model).expected_rewards, 0.0)
 
 
-def utility(agent: AdvertiserAgent) -> float:
-    return agent.model.round_records[agent].utility
+def expected_reward_without(model: MarketModel) -> list[float]:
+    """softmax(β_{-i}) · r_i (eq. 15) for entrants; NaN for the others."""
+    return _entrants(model, _outcome(model).expected_rewards_without, math.nan)
 
 
-def realized_reward(agent: AdvertiserAgent) -> float:
-    return agent.model.round_records[agent].realized_reward
+def utility(model: MarketModel) -> list[float]:
+    return _entrants(model, _outcome(model).utilities, 0.0)
 
 
-def realized_utility(agent: AdvertiserAgent) -> float:
-    return agent.model.round_records[agent].realized_utility
+def realized_reward(model: MarketModel) -> list[float]:
+    return _entrants(model, _outcome(model).realized_rewards, 0.0)
 
 
-def outside_reward(agent: AdvertiserAgent) -> float:
-    return agent.model.round_records[agent].outside_reward
+def realized_utility(model: MarketModel) -> list[float]:
+    outcome = _outcome(model)
+    return _entrants(model, outcome.realized_rewards - outcome.payments, 0.0)
 
 
-def agent_mentioned(agent: AdvertiserAgent) -> bool:
-    return agent.model.round_records[agent].mentioned
+def outside_reward(model: MarketModel) -> list[float]:
+    """An observer's true reward for the reply shown without her; NaN for everyone else."""
+    column = np.full(len(model.advertisers), math.nan)
+    column[model.observer_rows] = _outcome(model).outside_rewards
+    return column.tolist()
 
 
-def offset(agent: AdvertiserAgent) -> float:
-    return agent.model.counterfactuals.get(agent.name, _ABSENT)[1]
+def agent_mentioned(model: MarketModel) -> list[bool]:
+    return [a.name in model.mentioned_now for a in model.advertisers]
+
+
+def offset(model: MarketModel) -> list[float]:
+    """C_i (Sec. 5.3) for entrants; NaN for the others."""
+    return _entrants(model, _outcome(model).offsets, math.nan)
 
 
 ADVERTISER_REPORTERS = ADVERTISERS.named(
@@ -248,5 +288,81 @@ ADVERTISER_REPORTERS = ADVERTISERS.named(
         "outside_reward": outside_reward,
         "mentioned": agent_mentioned,
         "offset": offset,
+    }
+)
+
+
+# --- auctions: one column per reporter, one row per candidate and round -----------------------
+
+
+def _candidates(model: MarketModel, value: object) -> list:
+    return [value] * len(_outcome(model).candidates)
+
+
+def auction_variant(model: MarketModel) -> list[str]:
+    return _candidates(model, model.variant)
+
+
+def auction_seed(model: MarketModel) -> list[int]:
+    return _candidates(model, model.root_seed)
+
+
+def auction_round(model: MarketModel) -> list[int]:
+    return _candidates(model, model.round)
+
+
+def candidate(model: MarketModel) -> list[int]:
+    return list(range(len(_outcome(model).candidates)))
+
+
+def text(model: MarketModel) -> list[str]:
+    return [c.text for c in _outcome(model).candidates]
+
+
+def n_tokens(model: MarketModel) -> list[int]:
+    return [len(c.token_ids) for c in _outcome(model).candidates]
+
+
+def log_ref(model: MarketModel) -> list[float]:
+    return _outcome(model).log_ref.tolist()
+
+
+def log_gen(model: MarketModel) -> list[float]:
+    return _outcome(model).log_gen.tolist()
+
+
+def allocation(model: MarketModel) -> list[float]:
+    return _outcome(model).allocation.tolist()
+
+
+def returned(model: MarketModel) -> list[bool]:
+    outcome = _outcome(model)
+    return [j == outcome.returned for j in range(len(outcome.candidates))]
+
+
+def rewards(model: MarketModel) -> list[np.ndarray]:
+    """Every entrant's true reward r_i(x, y_j) for candidate j, in entrant order (one array per
+    candidate: a list column, as the run folder reads it back)."""
+    return list(np.ascontiguousarray(_outcome(model).rewards.T))
+
+
+def auction_entrants(model: MarketModel) -> list[list[str]]:
+    return _candidates(model, list(_outcome(model).entrants))
+
+
+AUCTION_REPORTERS = AUCTIONS.named(
+    {
+        "variant": auction_variant,
+        "seed": auction_seed,
+        "round": auction_round,
+        "candidate": candidate,
+        "text": text,
+        "n_tokens": n_tokens,
+        "log_ref": log_ref,
+        "log_gen": log_gen,
+        "allocation": allocation,
+        "returned": returned,
+        "rewards": rewards,
+        "entrants": auction_entrants,
     }
 )

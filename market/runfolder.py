@@ -98,9 +98,12 @@ def sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def parquet_bytes(frame: pd.DataFrame, spec: TableSpec) -> tuple[bytes, int]:
-    """A frame as parquet bytes in the spec's schema, and its row count."""
-    table = pa.Table.from_pandas(frame, schema=spec.schema, preserve_index=False)
+def parquet_bytes(frame: pd.DataFrame | pa.Table, spec: TableSpec) -> tuple[bytes, int]:
+    """A frame (or an Arrow table) as parquet bytes in the spec's schema, and its row count."""
+    if isinstance(frame, pa.Table):
+        table = frame.select(list(spec.names)).cast(spec.schema)
+    else:  # one thread: a part is small, and threads only wait on each other here
+        table = pa.Table.from_pandas(frame, schema=spec.schema, preserve_index=False, nthreads=1)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return sink.getvalue().to_pybytes(), table.num_rows
@@ -304,7 +307,11 @@ class RunFolder:
     # --- writing ---------------------------------------------------------------------------------
 
     def write(
-        self, frames: Mapping[str, pd.DataFrame], variant: str, seed: int, completed: int
+        self,
+        frames: Mapping[str, pd.DataFrame | pa.Table],
+        variant: str,
+        seed: int,
+        completed: int,
     ) -> None:
         """Write one replicate's new rows as one new part per table, durably, then commit
         ``meta.json`` with their checksums and the rounds the replicate has completed."""

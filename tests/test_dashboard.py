@@ -146,7 +146,7 @@ def test_running_totals_match_the_datacollectors_rows(free_riding):
     live = market(free_riding, irrelevant=4)
     for _ in range(25):
         live.step()
-    rows = live.datacollector.get_agent_vars_dataframe()
+    rows = live.datacollector.get_table_dataframe("advertisers")
     entered = rows[rows["entered"]]
     by_name = entered.groupby("advertiser")
     names = [a.name for a in live.advertisers]
@@ -159,7 +159,7 @@ def test_running_totals_match_the_datacollectors_rows(free_riding):
     assert live.gain.min() >= -1e-9  # IR of the gain with the offset (App. C.4)
     shares = live.entry.model_vars
     assert shares["round"] == list(range(25))
-    by_round = rows.groupby(["Step", "relevant"])["entered"].mean().unstack()
+    by_round = rows.groupby(["round", "relevant"])["entered"].mean().unstack()
     np.testing.assert_allclose(shares["relevant_entry"], by_round[True].to_numpy())
     np.testing.assert_allclose(shares["irrelevant_entry"], by_round[False].to_numpy())
 

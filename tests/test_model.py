@@ -99,12 +99,7 @@ def run(model: MarketModel, rounds: int) -> MarketModel:
 
 
 def frames(model: MarketModel) -> dict[str, pd.DataFrame]:
-    rows = model.drain_rows()
-    return {
-        "rounds": pd.DataFrame(rows.rounds),
-        "advertisers": pd.DataFrame(rows.advertisers),
-        "auctions": pd.DataFrame(rows.auctions),
-    }
+    return model.drain_rows().frames()
 
 
 def test_collected_columns_cover_what_the_reports_read(engine):

@@ -85,14 +85,16 @@ class EntryPolicy(CheckedSettings, EntryRule):
         topic: str | None = None,
     ) -> bool:
         """Enter (True) or stay out (False) this round, from the whole history (any topic)."""
-        if len(history) < self._seen:
+        seen = len(history)
+        if seen < self._seen:
             raise ValueError(
-                f"history shrank from {self._seen} to {len(history)} records; histories are "
+                f"history shrank from {self._seen} to {seen} records; histories are "
                 "append-only, build a new policy for a new run"
             )
-        for record in history[self._seen :]:
-            self._observe(record)
-        self._seen = len(history)
+        if seen > self._seen and type(self)._observe is not EntryPolicy._observe:
+            for record in history[self._seen : seen]:
+                self._observe(record)
+        self._seen = seen
         return bool(self._decide(history, neighbors))
 
     def _observe(self, record: RoundRecord) -> None:  # noqa: B027 (optional hook)

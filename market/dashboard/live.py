@@ -3,9 +3,9 @@
 `LiveMarket` is the CLI's `MarketModel` (same constructor, same `step`), built from the scenario
 that `controls.scenario_for` makes of the knobs; SolaraViz rebuilds it on Reset by calling the
 class with the knobs as keyword arguments. After each round it reads what the round produced
-through the model's public reporters (`market.model.ADVERTISER_REPORTERS`) and keeps, per
-advertiser, the running totals the panels show, and collects the relevant / irrelevant entry rates
-per round with its own named reporters (`LiveMarket.entry`, a Mesa DataCollector).
+through the model's public reporters (``model.columns``, by `market.model.ADVERTISER_REPORTERS`)
+and keeps, per advertiser, the running totals the panels show, and collects the relevant /
+irrelevant entry rates per round with its own named reporters (`LiveMarket.entry`, a Mesa DataCollector).
 
 The utility gain of an entrant is her utility minus her expected reward under the allocation
 computed without her, on the same candidates (eq. 15; the paper's Figs. 4–7 plot this gain,
@@ -23,7 +23,7 @@ import numpy as np
 
 from market.engines.base import Engine
 from market.engines.pool import EnginePool
-from market.model import ADVERTISER_REPORTERS, MarketModel
+from market.model import MarketModel
 from scenarios.schema import Scenario
 
 from .controls import Knobs, scenario_for, takes_cost
@@ -131,18 +131,15 @@ class LiveMarket(MarketModel):
             self.running = self.round < MAX_ROUNDS
 
     def _tally(self) -> None:
-        utility = ADVERTISER_REPORTERS["utility"]
-        without = ADVERTISER_REPORTERS["expected_reward_without"]
-        payment = ADVERTISER_REPORTERS["payment"]
-        for i, agent in enumerate(self.advertisers):
-            if not ADVERTISER_REPORTERS["entered"](agent):
-                continue
-            self.entries[i] += 1
-            self.utility[i] += utility(agent)
-            self.payment[i] += payment(agent)
-            reward_without = without(agent)
-            if not math.isnan(reward_without):  # NaN under the token auction
-                self.gain[i] += utility(agent) - reward_without
+        columns = self.columns  # the round's advertisers rows (`ADVERTISER_REPORTERS`)
+        entered = np.array(columns["entered"], dtype=bool)
+        utility = np.array(columns["utility"])
+        without = np.array(columns["expected_reward_without"])
+        self.entries += entered
+        self.utility[entered] += utility[entered]
+        self.payment[entered] += np.array(columns["payment"])[entered]
+        counted = entered & ~np.isnan(without)  # NaN under the token auction
+        self.gain[counted] += utility[counted] - without[counted]
         self.entry.collect(self)
 
     @property

@@ -23,8 +23,6 @@ import altair as alt
 import solara
 import solara.widgets
 
-from market.model import ADVERTISER_REPORTERS
-
 from .live import LiveMarket
 
 WINDOW = 300  # rounds shown in the time-series charts
@@ -160,14 +158,15 @@ def _ReplyPanel(model: LiveMarket):
             "<p>Press <b>Step</b> or ▶ to run the market.</p>",
         )
     entrants = [a for a in model.advertisers if a.name in model.entrant_index]
-    without = ADVERTISER_REPORTERS["expected_reward_without"]
+    rows = model.columns  # the round's advertisers rows
+    reward_without = dict(zip(rows["advertiser"], rows["expected_reward_without"], strict=True))
     columns = {
         "entrant": [a.name for a in entrants],
         "relevant": ["yes" if a.last.relevant else "no" for a in entrants],
         "E[reward]": [a.last.expected_reward for a in entrants],
         "payment": [a.last.payment for a in entrants],
         "utility": [a.last.utility for a in entrants],
-        "gain": [a.last.utility - without(a) for a in entrants],
+        "gain": [a.last.utility - reward_without[a.name] for a in entrants],
         "mentioned": ["yes" if a.last.mentioned else "" for a in entrants],
     }
     if outcome.mechanism == "mosaic":

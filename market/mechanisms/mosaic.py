@@ -24,6 +24,7 @@ expectations, 0 · (−inf) counts as 0: a candidate that is never returned cont
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -85,17 +86,23 @@ class MosaicOutcome:
 def logsumexp(values: np.ndarray, axis: int = -1) -> np.ndarray:
     """log Σ exp(values) along ``axis``, stable for large values and for −inf (all −inf → −inf)."""
     values = np.asarray(values, dtype=float)
-    peak = np.max(values, axis=axis, keepdims=True)
+    peak = values.max(axis=axis, keepdims=True)
+    if np.isfinite(peak).all():  # every sum is at least exp(0) = 1: no log(0) to silence
+        total = np.log(np.exp(values - peak).sum(axis=axis, keepdims=True))
+        return (total + peak).squeeze(axis=axis)
     safe_peak = np.where(np.isfinite(peak), peak, 0.0)
     with np.errstate(divide="ignore"):
-        total = np.log(np.sum(np.exp(values - safe_peak), axis=axis, keepdims=True))
-    return np.squeeze(total + safe_peak, axis=axis)
+        total = np.log(np.exp(values - safe_peak).sum(axis=axis, keepdims=True))
+    return (total + safe_peak).squeeze(axis=axis)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     """exp(logits − logsumexp(logits)); −inf logits get exactly 0. Needs one finite logit."""
     logits = np.asarray(logits, dtype=float)
-    return np.exp(logits - np.expand_dims(logsumexp(logits, axis=axis), axis))
+    normaliser = logsumexp(logits, axis=axis)
+    return np.exp(
+        logits - (normaliser[..., None] if axis == -1 else np.expand_dims(normaliser, axis))
+    )
 
 
 def others_logits(rewards: np.ndarray, log_weight: np.ndarray, tau: float) -> np.ndarray:
@@ -105,11 +112,11 @@ def others_logits(rewards: np.ndarray, log_weight: np.ndarray, tau: float) -> np
     sum over the others is a prefix sum plus a suffix sum, never ``total − own``: that would be
     NaN for −inf rewards and lose precision when one advertiser's reward dwarfs the others'.
     """
-    scaled = rewards / tau
-    n, m = scaled.shape
-    zeros = np.zeros((1, m))
-    before = np.concatenate([zeros, np.cumsum(scaled, axis=0)])[:n]
-    after = np.concatenate([np.cumsum(scaled[::-1], axis=0)[::-1], zeros])[1:]
+    scaled = rewards / tau if tau != 1.0 else rewards  # x / 1 is x
+    before = np.zeros(scaled.shape)  # before[i] = Σ_{k<i}, in order
+    scaled[:-1].cumsum(axis=0, out=before[1:])
+    after = np.zeros(scaled.shape)  # after[i] = Σ_{k>i}, from the last one down
+    scaled[:0:-1].cumsum(axis=0, out=after[-2::-1])
     return before + after + log_weight
 
 
@@ -130,11 +137,16 @@ def mosaic_outcome(
     candidate has logit −inf (no candidate could be returned).
     """
     tau = _check_tau(tau)
-    rewards, log_ref, log_gen = _check_inputs(rewards, log_ref, log_gen)
-    log_weight = _log_importance_weight(log_ref, log_gen)
+    finite = _finite_inputs(rewards, log_ref, log_gen)
+    if finite is not None:  # the common case, checked at once
+        rewards, log_ref, log_gen = finite
+        log_weight = log_ref - log_gen
+    else:
+        rewards, log_ref, log_gen = _check_inputs(rewards, log_ref, log_gen)
+        log_weight = _log_importance_weight(log_ref, log_gen)
 
     logits = rewards.sum(axis=0) / tau + log_weight
-    if not np.any(np.isfinite(logits)):
+    if not np.isfinite(logits).any():
         raise ValueError(
             "every candidate has logit -inf (log_ref = -inf or some reward = -inf on all of them), "
             "so no candidate can be returned; generate candidates the reference LLM can produce"
@@ -143,10 +155,15 @@ def mosaic_outcome(
 
     beta = others_logits(rewards, log_weight, tau)
     own_logits = rewards / tau + beta
-    rochet = tau * logsumexp(own_logits, axis=1)
-    offsets = 0.0 - tau * logsumexp(beta, axis=1) if offset else np.zeros(rewards.shape[0])
+    # log Σ_j exp of each advertiser's own logits (eq. 4 / 12) and of the others' β_{-i} (the
+    # offset, Sec. 5.3, and softmax(β_{-i}) of eq. 15): one row-wise logsumexp over both
+    n = rewards.shape[0]
+    lse = logsumexp(np.concatenate([own_logits, beta]), axis=1)
+    rochet = tau * lse[:n]
+    offsets = 0.0 - tau * lse[n:] if offset else np.zeros(n)
     expected_rewards = expectation(allocation, rewards)
     payments = expected_rewards - rochet - offsets
+    without = expectation(np.exp(beta - lse[n:, None]), rewards)  # softmax(β_{-i}) · r_i (eq. 15)
 
     return MosaicOutcome(
         allocation=_frozen(allocation),
@@ -155,7 +172,7 @@ def mosaic_outcome(
         utilities=_frozen(rochet + offsets),
         logits=_frozen(logits),
         offsets=_frozen(offsets),
-        expected_rewards_without=_frozen(_expected_without(beta, rewards)),
+        expected_rewards_without=_frozen(without),
         tau=tau,
         offset=bool(offset),
     )
@@ -170,7 +187,11 @@ def sample_reply(outcome: MosaicOutcome, rng: np.random.Generator) -> int:
             f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
             f"got {type(rng).__name__}"
         )
-    return int(rng.choice(outcome.n_candidates, p=outcome.allocation))
+    # numpy's Generator.choice(M, p=allocation) draws one uniform against this same normalised
+    # CDF; drawing it directly gives the same reply without choice's per-call checks of p
+    cdf = outcome.allocation.cumsum()
+    cdf /= cdf[-1]
+    return int(cdf.searchsorted(rng.random(), side="right"))
 
 
 def optimal_distribution(log_ref: np.ndarray, total_rewards: np.ndarray, tau: float) -> np.ndarray:
@@ -189,7 +210,7 @@ def optimal_distribution(log_ref: np.ndarray, total_rewards: np.ndarray, tau: fl
             f"{log_ref.shape}; give one aggregate reward per outcome"
         )
     logits = total_rewards / tau + log_ref
-    if not np.any(np.isfinite(logits)):
+    if not np.isfinite(logits).any():
         raise ValueError("every outcome has log_ref + total_rewards/tau = -inf; π_r is undefined")
     return softmax(logits)
 
@@ -198,7 +219,7 @@ def _check_tau(tau: float) -> float:
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
         raise ValueError(f"tau must be a positive finite number, got {tau!r}")
     tau = float(tau)
-    if not (np.isfinite(tau) and tau > 0):
+    if not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"tau must be a positive finite number, got {tau!r}")
     return tau
 
@@ -212,6 +233,25 @@ def _check_vector(values: np.ndarray, name: str) -> np.ndarray:
         )
     _reject_nan_and_plus_inf(array, name)
     return array
+
+
+def _finite_inputs(
+    rewards: np.ndarray, log_ref: np.ndarray, log_gen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The inputs as C-ordered float arrays when they are well shaped and every entry is finite
+    (then nothing else needs checking); None otherwise (`_check_inputs` says what is wrong)."""
+    try:
+        rewards, log_ref, log_gen = (
+            np.asarray(a, dtype=float, order="C") for a in (rewards, log_ref, log_gen)
+        )
+    except (TypeError, ValueError):
+        return None
+    m = log_ref.shape[0] if log_ref.ndim == 1 else 0
+    if not (m and log_gen.shape == (m,) and rewards.ndim == 2 and rewards.shape[1] == m):
+        return None
+    if np.isfinite(log_ref).all() and np.isfinite(log_gen).all() and np.isfinite(rewards).all():
+        return rewards, log_ref, log_gen
+    return None
 
 
 def _check_inputs(
@@ -237,13 +277,16 @@ def _check_inputs(
 
 
 def _as_float_array(values: np.ndarray, name: str) -> np.ndarray:
+    # C order: sums over advertisers then run in one order whatever the caller's layout
     try:
-        return np.array(values, dtype=float)
+        return np.asarray(values, dtype=float, order="C")
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name} must be an array of real numbers: {error}") from error
 
 
 def _reject_nan_and_plus_inf(array: np.ndarray, name: str) -> None:
+    if (array < np.inf).all():  # False for NaN and for +inf
+        return
     if np.any(np.isnan(array)):
         where = tuple(int(k) for k in np.argwhere(np.isnan(array))[0])
         raise ValueError(f"{name} contains NaN (first at index {where}); fix the upstream score")
@@ -265,23 +308,21 @@ def _log_importance_weight(log_ref: np.ndarray, log_gen: np.ndarray) -> np.ndarr
             "have positive probability under the generator (pass its proposal log-probability)"
         )
     finite_ref = np.isfinite(log_ref)
+    if finite_ref.all():
+        return log_ref - log_gen
     return np.where(finite_ref, log_ref - np.where(finite_ref, log_gen, 0.0), -np.inf)
 
 
 def expectation(probabilities: np.ndarray, rewards: np.ndarray) -> np.ndarray:
     """probabilities · rewards[i] for every row, counting 0 · (−inf) as 0."""
-    terms = np.where(probabilities > 0, probabilities * np.where(probabilities > 0, rewards, 0), 0)
+    returned = probabilities > 0
+    if returned.all():
+        return (probabilities * rewards).sum(axis=-1)
+    terms = np.where(returned, probabilities * np.where(returned, rewards, 0), 0)
     return terms.sum(axis=-1)
 
 
-def _expected_without(beta: np.ndarray, rewards: np.ndarray) -> np.ndarray:
-    """softmax(β_{-i}) · rewards[i] (eq. 15); −inf if i vetoes a candidate returned without her."""
-    if rewards.shape[0] == 0:
-        return np.zeros(0)
-    return expectation(softmax(beta, axis=1), rewards)
-
-
 def _frozen(array: np.ndarray) -> np.ndarray:
-    array = np.ascontiguousarray(array, dtype=float)
+    """A new float array of this module's, made read-only."""
     array.setflags(write=False)
     return array

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import pandas as pd
+import pyarrow as pa
 
 from market.columns import TableSpec
 from market.engines.base import Engine
@@ -39,8 +40,9 @@ class Replicate(Protocol):
     def step(self) -> None:
         """Run one round and collect its rows."""
 
-    def drain(self) -> Mapping[str, pd.DataFrame]:
-        """The rows of the rounds completed since the last drain, one frame per table."""
+    def drain(self) -> Mapping[str, pd.DataFrame | pa.Table]:
+        """The rows of the rounds completed since the last drain, one frame (or Arrow table, in
+        the table's schema) per table."""
 
     def close(self) -> None:
         """Release what the replicate holds (it is not used afterwards)."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-import pandas as pd
+import pyarrow as pa
 
 from agents.records import RoundRecord
 from market.columns import RUN_TABLES, TableSpec
@@ -50,8 +50,8 @@ class MarketReplicate:
         self.model.step()
         self.engine_seconds += self.model.outcome.engine_seconds
 
-    def drain(self) -> Mapping[str, pd.DataFrame]:
-        return self.model.drain_rows().frames()
+    def drain(self) -> Mapping[str, pa.Table]:
+        return self.model.drain_rows().tables()
 
     def close(self) -> None:
         self.model.close()

@@ -26,7 +26,9 @@ result).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -38,6 +40,11 @@ from market.engines.synthetic.world import LRU, World, log_normalise, require
 from market.prompts import Brand, Prompt, Query
 
 MODEL_NAME = "synthetic-v1"
+# Memory for full (max_len + 1, V + 1, V) tables: the sampler's of recent generator prompts (three
+# each: the sampler's log-probs and CDFs, the model's log-probs) and the oracle's. A few dozen with the defaults: memory stays flat while entrant sets, and
+# so generator prompts, keep changing.
+FULL_TABLE_BYTES = 32 * 2**20
+STACKS = 64  # stacked compact models of recent score calls (a few MB)
 
 
 def sampler_logprobs(logprobs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
@@ -177,7 +184,16 @@ class SyntheticEngine(ExactOracle):
         self.segment_texts = self.world.segment_texts
         self.vocab_size = self.world.vocab_size
         self._eos = self.world.eos
-        self._tables = LRU(cache_size)
+        self._chains = LRU(cache_size)  # compact models: (max_len + 1) x (2V + 1) floats each
+        self._by_prompt = LRU(cache_size)  # id(prompt) -> (prompt, its compact model)
+        self._stacks = LRU(STACKS)  # prompt ids -> (prompts, their compact models stacked)
+        self._drawn: tuple[list[Candidate], tuple] = ([], ())  # the last replies drawn, steps
+        # full tables, V + 1 times larger: the sampler's of the recent generator prompts, the
+        # oracle's; a few, so that memory stays flat when entrant sets keep changing
+        table_bytes = (max_len + 1) * (self.vocab_size + 1) * self.vocab_size * 8
+        full_tables = max(2, min(cache_size, FULL_TABLE_BYTES // (3 * table_bytes)))
+        self._tables = LRU(full_tables)
+        self._samplers = LRU(full_tables)  # (id(prompt), temperature, top_p) -> (prompt, tables)
         self.info = EngineInfo(
             engine="synthetic",
             model=MODEL_NAME,
@@ -215,33 +231,71 @@ class SyntheticEngine(ExactOracle):
         (`market.prompts.is_relevant`, topics resolved as the model reads them)."""
         return self.world.relevance(brand, query)
 
+    def _chain(self, prompt: Prompt) -> np.ndarray:
+        """A prompt's compact next-token model (max_len + 1, 2V + 1) (`World.chain`), cached by
+        what it depends on and, in front, by the prompt object itself (callers that reuse their
+        prompt objects, as the auction does, skip building the key)."""
+        seen = self._by_prompt.get(id(prompt))
+        if seen is not None and seen[0] is prompt:
+            return seen[1]
+        if type(prompt) is not Prompt:
+            require(
+                isinstance(prompt, Prompt),
+                f"prompts must be market.prompts.Prompt, got {type(prompt).__name__}",
+            )
+        key = World.table_key(prompt)
+        chain = self._chains.get(key)
+        if chain is None:
+            chain = self._chains.put(key, self.world.chain(prompt))
+        self._by_prompt.put(id(prompt), (prompt, chain))  # holds the prompt: its id stays its own
+        return chain
+
+    def _stacked_chains(self, prompts: Sequence[Prompt]) -> np.ndarray:
+        """The prompts' `_chain`s stacked (K, max_len + 1, 2V + 1), cached by the prompt objects
+        (the auction scores the same prompt objects round after round)."""
+        key = tuple(map(id, prompts))
+        seen = self._stacks.get(key)
+        if seen is not None:
+            return seen[1]
+        stacked = np.stack([self._chain(p) for p in prompts])
+        stacked.setflags(write=False)
+        return self._stacks.put(key, (tuple(prompts), stacked))[1]  # holds them: ids stay theirs
+
     def _table(self, prompt: Prompt) -> np.ndarray:
         """Exact next-token log-probs (max_len + 1, V + 1, V) of a prompt (`World.table`)."""
-        require(
-            isinstance(prompt, Prompt),
-            f"prompts must be market.prompts.Prompt, got {type(prompt).__name__}",
-        )
-        key = World.table_key(prompt)
+        key = ("table", World.table_key(prompt))
         cached = self._tables.get(key)
         if cached is not None:
             return cached
-        return self._tables.put(key, self.world.table(prompt))
+        return self._tables.put(key, self.world.expand(self._chain(prompt)))
 
     def _sampler_tables(
         self, prompt: Prompt, params: SamplingParams
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The sampler's next-token log-probs and their CDFs (rows ending at exactly 1)."""
+        """The sampler's next-token log-probs stacked on the model's (2, max_len + 1, V + 1, V),
+        and the sampler's CDFs (rows ending at exactly 1; after EOS, a row that draws EOS)."""
+        seen = self._samplers.get((id(prompt), params.temperature, params.top_p))
+        if seen is not None and seen[0] is prompt:
+            return seen[1]
         key = (World.table_key(prompt), params.temperature, params.top_p)
         cached = self._tables.get(key)
-        if cached is not None:
-            return cached
-        table = sampler_logprobs(self._table(prompt), params.temperature, params.top_p)
+        if cached is None:
+            cached = self._tables.put(key, self._new_sampler_tables(prompt, params))
+        self._samplers.put((id(prompt), params.temperature, params.top_p), (prompt, cached))
+        return cached
+
+    def _new_sampler_tables(self, prompt: Prompt, params: SamplingParams) -> tuple:
+        full = self.world.expand(self._chain(prompt))
+        table = sampler_logprobs(full, params.temperature, params.top_p)
         cdf = np.cumsum(np.exp(table), axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            cdf /= cdf[..., -1:]  # the EOS row (all −inf) becomes NaN and is never drawn from
-        table.setflags(write=False)
+            cdf /= cdf[..., -1:]  # the EOS row (all −inf) becomes NaN ...
+        cdf[:, self._eos, :] = 0.0  # ... and absorbs: no entry but the last is at most u < 1
+        cdf[:, self._eos, -1] = 1.0
+        tables = np.stack([table, full])
+        tables.setflags(write=False)
         cdf.setflags(write=False)
-        return self._tables.put(key, (table, cdf))
+        return tables, cdf
 
     def _as_ids(self, token_ids: Sequence[int], what: str) -> tuple[int, ...]:
         try:
@@ -261,13 +315,39 @@ class SyntheticEngine(ExactOracle):
             return self.parse_text(reply)
         return self._as_ids(reply, "reply")
 
-    def _pad(self, replies: Sequence[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
-        lengths = np.fromiter((len(r) for r in replies), dtype=np.int64, count=len(replies))
+    def _steps(
+        self, replies: Sequence[Candidate | str | Sequence[int]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Where every step of every reply reads a table: (position, previous, token, valid).
+
+        ``position`` is (W,), the others (R, W) over replies padded to the longest (W); the
+        previous token of the first step is V (the start). The ids of all replies are checked at
+        once; a reply that fails the check is checked alone, for its error message.
+        """
+        ids = [
+            r.token_ids if type(r) is Candidate else r if type(r) is tuple else self._reply_ids(r)
+            for r in replies
+        ]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        try:
+            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+            checked = flat.size == 0 or (flat.min() >= 0 and flat.max() < self.vocab_size)
+        except (TypeError, ValueError, OverflowError):
+            checked = False
+        if not checked:
+            ids = [self._reply_ids(r) for r in replies]
+            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
         width = max(1, int(lengths.max(initial=0)))
-        padded = np.full((len(replies), width), -1, dtype=np.int64)
-        for row, reply in enumerate(replies):
-            padded[row, : len(reply)] = reply
-        return padded, lengths
+        valid = np.arange(width) < lengths[:, None]
+        tokens = np.zeros((len(ids), width), dtype=np.int64)
+        tokens[valid] = flat
+        prev = np.empty_like(tokens)
+        prev[:, 0] = self.vocab_size
+        prev[:, 1:] = tokens[:, :-1]
+        # Past max_len every step is −inf already: the last segment's successor must be EOS and
+        # nothing follows EOS, so clipping the position index keeps the result exact.
+        position = np.minimum(np.arange(width), self.max_len)
+        return position, prev, tokens, valid
 
     def _sequence_logprobs(
         self, table: np.ndarray, padded: np.ndarray, lengths: np.ndarray
@@ -277,10 +357,30 @@ class SyntheticEngine(ExactOracle):
         valid = np.arange(width)[None, :] < lengths[:, None]
         tokens = np.where(valid, padded, 0)
         prev = np.concatenate([np.full((rows, 1), self.vocab_size), tokens[:, :-1]], axis=1)
-        # Past max_len every step is −inf already: the last segment's successor must be EOS and
-        # nothing follows EOS, so clipping the position index keeps the result exact.
         position = np.minimum(np.arange(width), self.max_len)[None, :]
         return np.where(valid, table[position, prev, tokens], 0.0).sum(axis=-1)
+
+    def _chain_logprobs(self, chains: np.ndarray, steps: tuple) -> np.ndarray:
+        """Σ_t log π_k(y_t | t, y_{t−1}) for K stacked compact `World.chain`s (K, L + 1, 2V + 1)
+        and the replies' ``steps`` (`_steps`): (K, R), every prompt and reply in one gather.
+
+        Each step's log-prob is the `World.table` entry, computed the same way: logit, minus the
+        repeat penalty when the token repeats the previous one, minus the normaliser; −inf where
+        the normaliser is −inf (after EOS).
+        """
+        position, prev, tokens, valid = steps
+        V = self.vocab_size
+        flat = chains.reshape(len(chains), -1)
+        row = position * (2 * V + 1)
+        # x − 0.0 is x: subtracting the penalty times [token = prev] penalises repeats only
+        logits = flat[:, row + tokens] - self._p["repeat_penalty"] * (tokens == prev)
+        lse = flat[:, row + (V + prev)]
+        if np.isfinite(lse).all():
+            logprobs = logits - lse
+        else:
+            finite = np.isfinite(lse)
+            logprobs = np.where(finite, logits - np.where(finite, lse, 0.0), -np.inf)
+        return np.where(valid, logprobs, 0.0).sum(axis=-1)
 
     def score(
         self, prompts: Sequence[Prompt], replies: Sequence[Candidate | str | Sequence[int]]
@@ -288,13 +388,18 @@ class SyntheticEngine(ExactOracle):
         """Exact log π(reply | prompt), (len(prompts), len(replies)).
 
         A Candidate is scored by its token ids, a str is parsed as a complete reply (EOS appended),
-        a sequence of ints is taken as is. Replies the model cannot produce score −inf.
+        a sequence of ints is taken as is. Replies the model cannot produce score −inf. One
+        vectorised gather scores every prompt and reply (`_chain_logprobs`).
         """
-        ids = [self._reply_ids(r) for r in replies]
-        if not prompts or not ids:
-            return np.zeros((len(prompts), len(ids)))
-        padded, lengths = self._pad(ids)
-        return np.stack([self._sequence_logprobs(self._table(p), padded, lengths) for p in prompts])
+        if not prompts or not replies:
+            for reply in replies:
+                self._reply_ids(reply)
+            return np.zeros((len(prompts), len(replies)))
+        drawn, steps = self._drawn
+        if len(drawn) != len(replies) or not all(map(operator.is_, drawn, replies)):
+            steps = self._steps(replies)  # not the candidates just generated
+        scores = self._chain_logprobs(self._stacked_chains(prompts), steps)
+        return np.ascontiguousarray(scores)  # row-major, as callers slice it by prompt
 
     def next_token_logprobs(
         self, prompts: Sequence[Prompt], prefixes: Sequence[Sequence[int]]
@@ -305,7 +410,8 @@ class SyntheticEngine(ExactOracle):
             f"next_token_logprobs needs one prefix per prompt, got {len(prompts)} prompts and "
             f"{len(prefixes)} prefixes",
         )
-        rows = np.empty((len(prompts), self.vocab_size))
+        V = self.vocab_size
+        rows = np.empty((len(prompts), V))
         for row, (prompt, prefix) in enumerate(zip(prompts, prefixes, strict=True)):
             ids = self._as_ids(prefix, "prefix")
             require(
@@ -316,8 +422,13 @@ class SyntheticEngine(ExactOracle):
                 len(ids) <= self.max_len,
                 f"prefix {ids} is longer than max_len={self.max_len} segments; no reply has it",
             )
-            prev = ids[-1] if ids else self.vocab_size
-            rows[row] = self._table(prompt)[len(ids), prev]
+            prev = ids[-1] if ids else V
+            position = self._chain(prompt)[len(ids)]
+            logits = position[:V].copy()
+            if prev < V:
+                logits[prev] -= self._p["repeat_penalty"]
+            lse = position[V + prev]  # finite: prev is not EOS
+            rows[row] = logits - lse
         return rows
 
     def generate(
@@ -355,34 +466,39 @@ class SyntheticEngine(ExactOracle):
         cap: int,
         seeds: np.random.SeedSequence,
     ) -> list[Candidate]:
-        """n replies of at most ``cap`` segments by inverse-CDF draws, one uniform per position."""
-        (proposal, cdfs), model = self._sampler_tables(prompt, params), self._table(prompt)
+        """n replies of at most ``cap`` segments by inverse-CDF draws, one uniform per position:
+        the token is the number of entries of its CDF row at or below the uniform."""
+        tables, cdfs = self._sampler_tables(prompt, params)
         steps = cap + 1 if cap == self.max_len else cap  # the forced EOS after max_len segments
         uniforms = np.random.default_rng(seeds).random((n, steps))
-        padded = np.full((n, steps), -1, dtype=np.int64)
-        lengths = np.zeros(n, dtype=np.int64)
-        prev = np.full(n, self.vocab_size)
-        live = np.arange(n)
+        V, eos = self.vocab_size, self._eos
+        # every reply takes every step: one past its EOS, the absorbing EOS row draws EOS again
+        drawn = np.empty((n, steps), dtype=np.int64)
+        prev = np.full(n, V)  # V: the start of the reply
         for t in range(steps):
-            below = cdfs[t, prev[live]] <= uniforms[live, t, None]
-            token = np.minimum(below.sum(axis=-1), self.vocab_size - 1)
-            padded[live, t] = token
-            lengths[live] += 1
-            prev[live] = token
-            live = live[token != self._eos]
-            if live.size == 0:
-                break
-        proposal_lp = self._sequence_logprobs(proposal, padded, lengths)
-        model_lp = self._sequence_logprobs(model, padded, lengths)
-        replies = []
-        for row, ids in enumerate(padded.tolist()):
-            ids = tuple(ids[: lengths[row]])
-            replies.append(
-                Candidate(
-                    text=self.decode(ids),
-                    token_ids=ids,
-                    proposal_logprob=float(proposal_lp[row]),
-                    model_logprob=float(model_lp[row]),
-                )
+            prev = drawn[:, t] = (cdfs[t, prev] <= uniforms[:, t, None]).sum(axis=1)
+        lengths = np.minimum((drawn != eos).sum(axis=1) + 1, steps)
+        valid = np.arange(steps) < lengths[:, None]
+        padded = np.where(valid, drawn, 0)
+        previous = np.zeros_like(padded)
+        previous[:, 0] = V
+        previous[:, 1:] = padded[:, :-1]
+        position = np.minimum(np.arange(steps), self.max_len)
+        logprobs = np.where(valid, tables[:, position, previous, padded], 0.0).sum(axis=-1)
+        drawn = [
+            tuple(ids[:length])
+            for ids, length in zip(padded.tolist(), lengths.tolist(), strict=True)
+        ]
+        texts = self.segment_texts
+        candidates = [
+            Candidate(
+                " ".join([texts[i] for i in (ids[:-1] if ids[-1] == eos else ids)]),
+                ids,
+                lp_proposal,
+                lp_model,
             )
-        return replies
+            for ids, lp_proposal, lp_model in zip(drawn, *logprobs.tolist(), strict=True)
+        ]
+        # a score call on these very candidates reads their steps from here (`score`)
+        self._drawn = (candidates, (position, previous, padded, valid))
+        return candidates
