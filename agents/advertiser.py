@@ -7,7 +7,7 @@ of its neighbours on the scenario's observation graph (DESIGN.md, "One round", s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import mesa
 
@@ -33,6 +33,30 @@ class _Prefix(Sequence[RoundRecord]):
         if not -self._length <= index < self._length:
             raise IndexError(f"history index {index} out of range for {self._length} records")
         return self._records[index % self._length]
+
+
+class _NeighborHistories(Mapping[str, Sequence[RoundRecord]]):
+    """Her neighbours' histories by name, each read when asked: the live lists, read only."""
+
+    def __init__(self, agent: AdvertiserAgent) -> None:
+        self._agent = agent
+        self._neighbors: tuple[AdvertiserAgent, ...] = ()
+        self._by_name: dict[str, AdvertiserAgent] = {}
+
+    def _names(self) -> dict[str, AdvertiserAgent]:
+        if self._agent.neighbors is not self._neighbors:
+            self._neighbors = self._agent.neighbors
+            self._by_name = {n.name: n for n in self._neighbors}
+        return self._by_name
+
+    def __getitem__(self, name: str) -> Sequence[RoundRecord]:
+        return self._names()[name].history
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 class AdvertiserAgent(mesa.Agent):
@@ -70,16 +94,17 @@ class AdvertiserAgent(mesa.Agent):
         self.history: list[RoundRecord] = []
         self.neighbors: tuple[AdvertiserAgent, ...] = ()
         self.entering = False
+        self._neighbor_histories = _NeighborHistories(self)
 
     @property
     def brand(self) -> Brand:
         return Brand(self.name, self.description, self.topics)
 
-    def neighbor_histories(self, rounds: int | None = None) -> dict[str, Sequence[RoundRecord]]:
-        """The histories she observes (the live lists, read only), or their first ``rounds``
-        records when given."""
+    def neighbor_histories(self, rounds: int | None = None) -> Mapping[str, Sequence[RoundRecord]]:
+        """The histories she observes by neighbour name (the live lists, read only, each read
+        when asked), or their first ``rounds`` records when given."""
         if rounds is None:
-            return {n.name: n.history for n in self.neighbors}
+            return self._neighbor_histories
         return {n.name: _Prefix(n.history, rounds) for n in self.neighbors}
 
     def decide_entry(self, topic: str) -> bool:

@@ -354,12 +354,16 @@ def _arrow(columns: Mapping[str, list], spec: Any, before: int) -> pa.Table:
 
 
 def _column(values: list, kind: pa.DataType) -> pa.Array:
-    """One collected column as Arrow. Rows holding one shared list (a round's entrants, on each
-    of its candidates' rows) are converted once and repeated."""
-    if pa.types.is_list(kind) and values:
-        unique: dict[int, list] = {}
-        rows = [unique.setdefault(id(v), (len(unique), v))[0] for v in values]
-        if len(unique) < len(values):
-            shared = pa.array([v for _, v in unique.values()], type=kind, from_pandas=True)
-            return shared.take(pa.array(rows, type=pa.int64()))
-    return pa.array(values, type=kind, from_pandas=True)
+    """One collected column as Arrow, NaN stored as null. A list column is converted list by
+    list (pyarrow's pandas NaN handling is slow on nested values: it is asked for only when a
+    float list holds a NaN), and rows holding one shared list (a round's entrants, on each of
+    its candidates' rows) are converted once and repeated."""
+    if not (pa.types.is_list(kind) and values):
+        return pa.array(values, type=kind, from_pandas=True)
+    unique: dict[int, tuple[int, list]] = {}
+    rows = [unique.setdefault(id(v), (len(unique), v))[0] for v in values]
+    shared = [v for _, v in unique.values()]
+    array = pa.array(shared, type=kind)
+    if pa.types.is_floating(kind.value_type) and pc.any(pc.is_nan(array.flatten())).as_py():
+        array = pa.array(shared, type=kind, from_pandas=True)
+    return array if len(shared) == len(values) else array.take(pa.array(rows, type=pa.int64()))

@@ -43,6 +43,14 @@ class RoundCollector(mesa.DataCollector):
             table[name].extend(values)
 
 
+class Names(list):
+    """A list of names whose deep copy is a plain copy: Mesa deep-copies every model reporter's
+    value, and names are immutable strings."""
+
+    def __deepcopy__(self, memo: dict) -> list[str]:
+        return list(self)
+
+
 def _outcome(model: MarketModel) -> RoundOutcome:
     if model.outcome is None:
         raise RuntimeError("no round has run yet: call step() before collecting")
@@ -85,15 +93,17 @@ def n_entrants(model: MarketModel) -> int:
 
 
 def entrants(model: MarketModel) -> list[str]:
-    return list(_outcome(model).entrants)
+    return Names(_outcome(model).entrants)
 
 
 def n_relevant_entrants(model: MarketModel) -> int:
-    return sum(model.relevant_now[name] for name in _outcome(model).entrants)
+    relevant = model.relevant_now
+    return sum([relevant[name] for name in _outcome(model).entrants])
 
 
 def n_irrelevant_entrants(model: MarketModel) -> int:
-    return n_entrants(model) - n_relevant_entrants(model)
+    relevant = model.relevant_now
+    return sum([not relevant[name] for name in _outcome(model).entrants])
 
 
 def n_candidates(model: MarketModel) -> int:
@@ -133,7 +143,7 @@ def ess(model: MarketModel) -> float:
 
 
 def mentioned(model: MarketModel) -> list[str]:
-    return [name for name in _outcome(model).entrants if name in model.mentioned_now]
+    return Names(name for name in _outcome(model).entrants if name in model.mentioned_now)
 
 
 def engine_seconds(model: MarketModel) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 from itertools import pairwise
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from market.engines.base import Candidate, Catalog, Engine, EngineError, SamplingParams
 from market.engines.synthetic import TOPIC_PHRASES, Support, SyntheticEngine, sampler_logprobs
+from market.engines.synthetic import engine as synthetic_engine
 from market.prompts import Brand, Query, advertiser_prompt, context_prompt, reference_prompt
 
 MUSIC = "How to learn music online?"
@@ -560,3 +562,29 @@ def test_prompt_fields_that_contradict_the_catalog_raise_engine_error():
         )
     with pytest.raises(EngineError, match=r"query topic 'astronomy' is not a topic"):
         ENGINE.score([reference_prompt(Query(MUSIC, "astronomy"))], ["Set a clear goal first."])
+
+
+def test_full_tables_stay_within_their_memory_budget(monkeypatch):
+    """Every new entrant set is a new generator prompt and so new sampler tables, each (V + 1)
+    times the compact model; the engine keeps at most `FULL_TABLE_BYTES` of them, so a market
+    whose entrants keep changing does not grow its memory round after round."""
+    monkeypatch.setattr(synthetic_engine, "FULL_TABLE_BYTES", 2**20)
+    engine = SyntheticEngine(catalog=CATALOG)
+    names = sorted(BRANDS)
+    subsets = [[BRANDS[n] for k, n in enumerate(names) if mask >> k & 1] for mask in range(1, 32)]
+    params = SamplingParams(0.8, 0.95, 8)
+    tracemalloc.start()
+    try:
+        for round_index, query in enumerate([MUSIC, COOKIES] * 2):
+            for brands in subsets:  # 31 entrant sets x 2 queries x twice: 124 generator prompts
+                [candidates] = engine.generate([context_prompt(query, brands)], 4, params, 7)
+                engine.score([reference_prompt(query)], candidates)
+            if round_index == 0:
+                before = tracemalloc.get_traced_memory()[0]
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    table_bytes = (engine.max_len + 1) * (engine.vocab_size + 1) * engine.vocab_size * 8
+    assert 3 * table_bytes * len(engine._tables._items) <= 2**20
+    # one more set of three tables per prompt, were they all kept: 93 x 3 tables
+    assert growth < 2**20 + 2**19, (growth, 93 * 3 * table_bytes)

@@ -8,6 +8,7 @@ bootstrap path), and MOSAIC against the token auction (NaN counterfactuals).
 from __future__ import annotations
 
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,10 @@ from scipy import stats
 
 from market.cli import main as admarket
 from reports import build_report, load_run, print_summary
+from reports import stats as stats_module
 from reports.data import RunDataError
 from reports.figures import build_figures
+from reports.stats import bootstrap_sums
 from reports.tables import (
     advertiser_table,
     contribution_fits,
@@ -157,6 +160,27 @@ def test_single_seed_uses_bootstrap_over_rounds(single_run):
         # For a mean over 40 rounds the bootstrap interval is close to the normal-theory one.
         se = values.std(ddof=1) / np.sqrt(len(values))
         assert row.high - row.low == pytest.approx(2 * 1.96 * se, rel=0.3)
+
+
+def test_bootstrap_sums_hold_a_chunk_of_resamples_at_a_time(monkeypatch):
+    """The resample counts of 20,000 rounds x 400 resamples (64 MB at once) are drawn a chunk at
+    a time: the same draws as one multinomial call, in bounded memory."""
+    units, n_boot = 20_000, 400
+    per_unit = np.random.default_rng(3).integers(-5, 6, size=(units, 3)).astype(float)
+    per_unit[7, 1] = np.nan  # counts as 0
+    # integer-valued sums are exact in any summation order: the comparison is exact
+    counts = np.random.default_rng(11).multinomial(units, np.full(units, 1 / units), size=n_boot)
+    expected = counts @ np.nan_to_num(per_unit)
+    del counts
+    monkeypatch.setattr(stats_module, "BOOTSTRAP_CHUNK_BYTES", 2**20)  # 6 resamples a chunk
+    tracemalloc.start()
+    try:
+        sums = bootstrap_sums(per_unit, np.random.default_rng(11), n_boot=n_boot)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(sums, expected)
+    assert peak < 8 * 2**20, peak  # all 400 at once: 64 MB of counts, 128 MB as floats
 
 
 def test_contribution_fit_matches_numpy(sweep_run):

@@ -193,7 +193,7 @@ class SyntheticEngine(ExactOracle):
         table_bytes = (max_len + 1) * (self.vocab_size + 1) * self.vocab_size * 8
         full_tables = max(2, min(cache_size, FULL_TABLE_BYTES // (3 * table_bytes)))
         self._tables = LRU(full_tables)
-        self._samplers = LRU(full_tables)  # (id(prompt), temperature, top_p) -> (prompt, tables)
+        self._samplers = LRU(cache_size)  # (id(prompt), temperature, top_p) -> (prompt, key)
         self.info = EngineInfo(
             engine="synthetic",
             model=MODEL_NAME,
@@ -276,12 +276,13 @@ class SyntheticEngine(ExactOracle):
         and the sampler's CDFs (rows ending at exactly 1; after EOS, a row that draws EOS)."""
         seen = self._samplers.get((id(prompt), params.temperature, params.top_p))
         if seen is not None and seen[0] is prompt:
-            return seen[1]
-        key = (World.table_key(prompt), params.temperature, params.top_p)
+            key = seen[1]
+        else:
+            key = (World.table_key(prompt), params.temperature, params.top_p)
+            self._samplers.put((id(prompt), params.temperature, params.top_p), (prompt, key))
         cached = self._tables.get(key)
         if cached is None:
             cached = self._tables.put(key, self._new_sampler_tables(prompt, params))
-        self._samplers.put((id(prompt), params.temperature, params.top_p), (prompt, cached))
         return cached
 
     def _new_sampler_tables(self, prompt: Prompt, params: SamplingParams) -> tuple:
