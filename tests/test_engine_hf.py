@@ -115,6 +115,24 @@ def test_hub_probe_is_bounded(monkeypatch):
     assert time.perf_counter() - start < 2
 
 
+@pytest.mark.parametrize(
+    ("device", "embedded", "expected"),
+    [
+        ("cpu", False, torch.float32),
+        ("cpu", True, torch.float32),
+        ("cuda", True, torch.float32),  # 135M parameters: full precision costs nothing
+        ("cuda", False, torch.bfloat16),
+    ],
+)
+def test_auto_dtype_is_full_precision_but_for_other_models_on_cuda(
+    device, embedded, expected, monkeypatch
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    resolved, dtype = loading.resolve_device(device, "auto", embedded=embedded)
+    assert resolved.type == device and dtype is expected
+    assert loading.resolve_device(device, "float16", embedded=embedded)[1] is torch.float16
+
+
 def test_a_file_given_as_model_folder_is_named(tmp_path):
     weights = tmp_path / "model.bin"
     weights.write_bytes(b"0")

@@ -83,6 +83,8 @@ def test_the_shared_prefix_changes_no_number(hf_engine):
     ids = [hf_engine.prompt_token_ids(p) for p in prompts]
     assert shared_prefix_length(ids) >= MIN_SHARED_PREFIX
     results = {}
+    before = hf_engine.share_prefix
+    assert before is (hf_engine.device.type == "cpu")  # the default: shared on a CPU only
     try:
         for shared in (True, False):
             hf_engine.share_prefix = shared
@@ -95,7 +97,7 @@ def test_the_shared_prefix_changes_no_number(hf_engine):
                 hf_engine.next_token_logprobs(prompts, [[], [], replies[0].token_ids[:2], []]),
             )
     finally:
-        hf_engine.share_prefix = True
+        hf_engine.share_prefix = before
     (gen_a, score_a, rows_a), (gen_b, score_b, rows_b) = results[True], results[False]
     assert [[c.token_ids for c in row] for row in gen_a] == [
         [c.token_ids for c in row] for row in gen_b

@@ -57,15 +57,17 @@ class HFEngine:
     """A transformers causal LM behind the engine protocol (see the module docstring).
 
     ``model``: None for the embedded SmolLM2-135M-Instruct, else a local folder or a hub id (hub
-    ids load offline when already in the Hugging Face cache); ``device``: "auto" (CUDA with
-    bfloat16 when available, else CPU float32), "cpu", "cuda", "cuda:N"; ``dtype``: "auto",
-    "float32", "bfloat16", "float16"; ``threads``: torch CPU threads (if None: torch's default,
+    ids load offline when already in the Hugging Face cache); ``device``: "auto" (CUDA when
+    available, else CPU), "cpu", "cuda", "cuda:N"; ``dtype``: "auto" (float32, but bfloat16 for
+    a model other than the embedded one on CUDA: `resolve_device`), "float32", "bfloat16", "float16"; ``threads``: torch CPU threads (if None: torch's default,
     but `EMBEDDED_CPU_THREADS` for the embedded model on a CPU);
     ``max_batch_tokens``: token budget of one forward pass when scoring (bounds memory);
     ``local_files_only``: never reach the hub; ``prompt_style``: how the auction's prompts place
     their instruction (`market.prompts.PROMPT_STYLES`; unset: the measured best for the embedded
     model, `market.engines.chat.EMBEDDED_PROMPT_STYLE`, else "system"); ``share_prefix``: compute
-    the KV cache of the prompts' shared prefix once per call (same numbers to float tolerance).
+    the KV cache of the prompts' shared prefix once per call (same numbers to float tolerance in
+    float32); unset: on a CPU, where it pays, and not on a GPU, where it saved nothing and made
+    bfloat16 scores depend on the batching (docs/gpu.md).
     """
 
     renders_prompts = True  # its numbers depend on a prompt only through the rendered chat
@@ -80,16 +82,18 @@ class HFEngine:
         max_batch_tokens: int = 2048,
         local_files_only: bool | None = None,
         prompt_style: str | None = None,
-        share_prefix: bool = True,
+        share_prefix: bool | None = None,
     ) -> None:
         check_positive_int(threads, "threads", optional=True)
         check_positive_int(max_batch_tokens, "max_batch_tokens")
         style = check_prompt_style(prompt_style, default_prompt_style(embedded=model is None))
-        if not isinstance(share_prefix, bool):
+        if not isinstance(share_prefix, bool | None):
             raise EngineError(
                 f"share_prefix must be true or false, got {share_prefix!r}", field="share_prefix"
             )
-        self.device, self.dtype = resolve_device(device, dtype)
+        self.device, self.dtype = resolve_device(device, dtype, embedded=model is None)
+        if share_prefix is None:
+            share_prefix = self.device.type == "cpu"
         if threads is None and model is None and self.device.type == "cpu":
             threads = EMBEDDED_CPU_THREADS
         if threads is not None:
