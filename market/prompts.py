@@ -15,7 +15,7 @@ Styles place the instruction (`PROMPT_STYLES`): ``system`` puts it in the system
 text of wave 1 (so its cached calls and results stay valid); ``user`` keeps the neutral system
 turn and appends it to the query ("<query> In your answer, mention X, who ..."), so the prompts of
 a round share the chat header and the query (an engine can reuse that prefix); ``both`` does
-both. Small models follow the user-turn instruction far more often; the measured mention rates
+both; ``named`` is ``user`` followed by "Write the name X in your answer." Small models follow the user-turn instruction far more often; the measured mention rates
 that choose the embedded model's default are in `market.engines.chat.EMBEDDED_PROMPT_STYLE`.
 
 Relevance has one definition here, `is_relevant`: a brand is relevant to a query when the query's
@@ -33,7 +33,9 @@ PROMPT_STYLES: dict[str, str] = {
     "system": "the instruction in the system turn, the query alone in the user turn (App. C.1)",
     "user": "a neutral system turn; the instruction appended to the query in the user turn",
     "both": "the instruction in the system turn and appended to the query in the user turn",
+    "named": "as user, and the user turn also asks for the brand names written out",
 }
+_NEUTRAL_SYSTEM_STYLES = ("user", "named")
 
 REFERENCE_SYSTEM = "You are a helpful assistant. Answer the user's question."
 
@@ -144,7 +146,7 @@ class Prompt:
     @property
     def system(self) -> str:
         """The system turn's text."""
-        if self.role == "reference" or self.style == "user":
+        if self.role == "reference" or self.style in _NEUTRAL_SYSTEM_STYLES:
             return REFERENCE_SYSTEM
         return _system_instruction(self.role, self.brands)
 
@@ -153,7 +155,10 @@ class Prompt:
         """The user turn's text: the query, followed by the instruction in the user-turn styles."""
         if self.role == "reference" or self.style == "system":
             return self.query.text
-        return f"{self.query.text} {_user_instruction(self.role, self.brands)}"
+        instruction = _user_instruction(self.role, self.brands)
+        if self.style == "named":
+            instruction += f" {_name_request(self.brands)}"
+        return f"{self.query.text} {instruction}"
 
 
 def check_style(style: object) -> str:
@@ -237,3 +242,10 @@ def _system_instruction(role: str, brands: tuple[Brand, ...]) -> str:
 def _user_instruction(role: str, brands: tuple[Brand, ...]) -> str:
     verb = "advertise" if role == "advertiser" else "mention"
     return f"In your answer, {verb} {_listing(brands)}."
+
+
+def _name_request(brands: tuple[Brand, ...]) -> str:
+    names = [b.name for b in brands]
+    if len(names) == 1:
+        return f"Write the name {names[0]} in your answer."
+    return f"Write the names {', '.join(names[:-1])} and {names[-1]} in your answer."

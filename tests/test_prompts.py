@@ -69,6 +69,24 @@ def test_user_style_appends_the_instruction_to_the_query():
     assert both.user == context_prompt(QUERY, [MUSIC], "user").user
 
 
+def test_named_style_asks_for_the_names_after_the_user_instruction():
+    one = context_prompt(QUERY, [MUSIC], "named")
+    assert one.system == REFERENCE_SYSTEM
+    assert one.user == (
+        f"{context_prompt(QUERY, [MUSIC], 'user').user} Write the name MusicMastery in your answer."
+    )
+    two = context_prompt(QUERY, [MUSIC, TUNE], "named")
+    assert two.user.endswith(
+        "InstaTune, who selling musical instruments and learning aids. "
+        "Write the names MusicMastery and InstaTune in your answer."
+    )
+    advertiser = advertiser_prompt(QUERY, MUSIC, "named")
+    assert advertiser.user == (
+        f"{QUERY} In your answer, advertise MusicMastery, who offering online music lessons and "
+        "virtual tutoring. Write the name MusicMastery in your answer."
+    )
+
+
 @pytest.mark.parametrize("style", list(PROMPT_STYLES))
 def test_the_reference_prompt_is_the_bare_query_in_every_style(style):
     prompt = reference_prompt(QUERY, style)
