@@ -17,7 +17,7 @@ offset on and off), i.e. exactly
 on the embedded SmolLM2-135M-Instruct with one torch thread per worker process:
 
     admarket sweep free_riding --grid-file scenarios/studies/free_riding_map_llm.yaml \\
-        --set 'engine={type: hf, kwargs: {threads: 1}}' --seeds 4 --rounds 24 --workers 2
+        --set 'engine={type: hf, kwargs: {threads: 1, prompt_style: user}}' --seeds 4 --rounds 24 --workers 2
 
 Both write ``sweep.html`` and, because they are free-riding maps (`reports.regime_map.
 is_regime_map`), ``regime_map.html``; ``admarket report DIR`` rebuilds both. docs/regime_map.md
@@ -59,7 +59,7 @@ LLM = MapPlan(
     seeds=4,
     rounds=24,
     workers=2,
-    engine=("engine={type: hf, kwargs: {threads: 1}}",),
+    engine=("engine={type: hf, kwargs: {threads: 1, prompt_style: user}}",),
 )
 
 

@@ -35,7 +35,9 @@ def test_the_llm_grid_is_one_row_of_the_synthetic_map():
     cells = grid.validate("free_riding", LLM.engine)
     assert len(cells) == 4
     assert {cell.engine.type for cell in cells} == {"hf"}
-    assert all(cell.engine.kwargs == {"threads": 1} for cell in cells)  # no shoehorn left over
+    assert all(
+        cell.engine.kwargs == {"threads": 1, "prompt_style": "user"} for cell in cells
+    )  # no shoehorn left over
     assert [cell.advertisers[0].policy.kwargs["cost"] for cell in cells] == full[COST]
     assert {(c.mechanism.kwargs["candidates"], c.mechanism.kwargs["tau"]) for c in cells} == {
         (4, 1)
@@ -47,7 +49,7 @@ def test_llm_flag_runs_the_documented_sweep_on_the_embedded_model():
     assert sweep_argv(args) == [
         "sweep", "free_riding", "--grid-file", str(grid_file(llm=True)), "--seeds", "4",
         "--rounds", "24", "--workers", "2", "--out", "DIR",
-        "--set", "engine={type: hf, kwargs: {threads: 1}}",
+        "--set", "engine={type: hf, kwargs: {threads: 1, prompt_style: user}}",
     ]  # fmt: skip
     mine = study_parser().parse_args(
         ["--llm", "--seeds", "2", "--rounds", "3", "--workers", "1", "--set", "sampling.top_p=1"]
@@ -55,7 +57,7 @@ def test_llm_flag_runs_the_documented_sweep_on_the_embedded_model():
     assert sweep_argv(mine) == [
         "sweep", "free_riding", "--grid-file", str(grid_file(llm=True)), "--seeds", "2",
         "--rounds", "3", "--workers", "1",
-        "--set", "engine={type: hf, kwargs: {threads: 1}}", "--set", "sampling.top_p=1",
+        "--set", "engine={type: hf, kwargs: {threads: 1, prompt_style: user}}", "--set", "sampling.top_p=1",
     ]  # fmt: skip
     resume = study_parser().parse_args(["--llm", "--resume", "DIR"])
     assert sweep_argv(resume) == ["sweep", "--resume", "DIR", "--workers", "2"]

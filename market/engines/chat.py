@@ -12,23 +12,21 @@ from collections.abc import Sequence
 
 from market.prompts import Prompt
 
-EMBEDDED_PROMPT_STYLE = "user"
+EMBEDDED_PROMPT_STYLE = "named"
 """The prompt style of the embedded SmolLM2-135M-Instruct when ``prompt_style`` is unset: the one
-with the highest measured mention rate. ``python -m benchmarks.prompt_styles --threads 2`` (8
-replies × 2 queries per cell, temperature 0.8, top-p 0.95, 48 tokens, seed 0; π_con listing k
-brands, the query topic's own first; "any": replies naming at least one listed brand; "each": mean
-share per listed brand; "advertiser": π_i's replies naming brand i):
+with the highest measured mention rate. `admarket probe --style named,user --seeds 3 --replies 8`
+on an H200 (float32; 10 queries × 3 listing seeds × 8 replies = 240 replies a row; T 0.8, top-p
+0.95, 48 tokens, seed 0; docs/gpu.md): π_con naming its lone entrant, and π_i naming brand i:
 
-======  =======  =======  =======  ========  ========  ========  ==========
-style   any k=1  any k=2  any k=4  each k=1  each k=2  each k=4  advertiser
-======  =======  =======  =======  ========  ========  ========  ==========
-system  0/16     0/16     0/16     0.00      0.00      0.00      3/16
-user    11/16    11/16    7/16     0.69      0.44      0.14      7/16
-both    3/16     5/16     3/16     0.19      0.22      0.05      7/16
-======  =======  =======  =======  ========  ========  ========  ==========
+=====================================================  ========  =====
+style                                                  π_con k=1  π_i
+=====================================================  ========  =====
+user ("<query> In your answer, mention X, who ...")    46%       57%
+named (user + "Write the name X in your answer.")      60%       68%
+=====================================================  ========  =====
 
-The user-turn instruction is followed far more often, and it shows dilution (each k=1 → k=4:
-0.69 → 0.14); the instruction in both turns confuses the small model.
+The system-turn instruction is followed far less (5% on the CPU, docs/prompts.md); ``both``
+confuses the small model (3/16 on the CPU).
 """
 
 OTHER_MODELS_PROMPT_STYLE = "system"
