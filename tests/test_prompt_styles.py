@@ -109,3 +109,19 @@ def test_the_shared_prefix_changes_no_number(hf_engine):
         assert a.model_logprob == pytest.approx(b.model_logprob, abs=1e-3)
     np.testing.assert_allclose(score_a, score_b, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(rows_a, rows_b, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_prefix_check_finds_the_two_paths_equal_in_float32(hf_engine):
+    """benchmarks.prefix_check (docs/gpu.md): in float32 the shared-prefix path draws the same
+    replies and scores them alike; the engine's own setting is restored."""
+    from benchmarks.prefix_check import compare
+
+    before = hf_engine.share_prefix
+    try:
+        line = compare(hf_engine, 2, lambda: None)
+    finally:
+        hf_engine.share_prefix = before
+    assert "same replies drawn 2/2" in line, line
+    gap = float(line.split("max ")[1].split(",")[0])
+    assert gap < 1e-3, line
