@@ -57,6 +57,7 @@ class Outcome:
     computed: bool = False
     error: str | None = None
     interrupted: bool = False
+    cpu_seconds: float = 0.0  # CPU time of the process that ran it, spent on it
 
     @property
     def finished(self) -> bool:
@@ -131,6 +132,7 @@ def run_task(task: Task) -> Outcome:
     if _STOP is not None and (_STOP.is_set() or _ORPHANED.is_set()):  # queued before a stop
         return Outcome(task.job, interrupted=True)
     _RUNNING.set()
+    cpu = time.process_time()
     try:
         os.environ.update(task.env)
         scenario = cell_scenario(task.cell_file).model_copy(update={"seed": task.job.seed})
@@ -142,7 +144,8 @@ def run_task(task: Task) -> Outcome:
             on_round=_check_stop,
             flush_seconds=task.flush_seconds,
         )
-        return Outcome(task.job, tuple(job_metrics(Path(task.run_dir))), computed=computed)
+        rows = tuple(job_metrics(Path(task.run_dir)))
+        return Outcome(task.job, rows, computed, cpu_seconds=time.process_time() - cpu)
     except RunInterrupted:
         return Outcome(task.job, interrupted=True)
     except Exception as error:  # reported by the parent with the job's cell and seed
