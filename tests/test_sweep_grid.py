@@ -40,8 +40,10 @@ def test_values_are_parsed_like_set_values():
     )
 )
 def test_a_formatted_value_reads_back_as_itself(value):
-    (parsed,) = parse_grid_flag(f"mechanism.kwargs.tau={format_value(value)}").values
+    text = format_value(value)
+    (parsed,) = parse_grid_flag(f"mechanism.kwargs.tau={text}").values  # inside a flow list
     assert parsed == value and type(parsed) is type(value)
+    assert parse_override(f"mechanism.kwargs.tau={text}").value == value  # as a --set value
 
 
 def test_cells_are_the_cartesian_product_first_key_slowest():

@@ -1,6 +1,7 @@
 """A real sweep process killed mid-way (SIGKILL to it and its workers), then resumed: finished jobs
 are skipped untouched, cut-short jobs continue from their flushed rounds, and every job's rows
-equal an uninterrupted sweep's, with no round duplicated."""
+equal an uninterrupted sweep's, with no round duplicated. Ctrl-C stops every worker after its
+round; workers whose parent was killed alone flush and exit."""
 
 from __future__ import annotations
 
@@ -156,3 +157,24 @@ def test_ctrl_c_stops_every_worker_after_its_round_and_the_sweep_resumes(tmp_pat
     for job in result.summary["job"].unique():
         rounds = read_table(out / "runs" / job, "rounds")
         assert sorted(rounds.groupby("variant")["round"].count()) == [ROUNDS, ROUNDS]
+
+
+def test_workers_of_a_killed_parent_flush_and_exit(tmp_path):
+    out = tmp_path / "orphans"
+    process = _start(out)
+    deadline = time.monotonic() + 300
+    while not any(sum(_done(m)) for m in _metas(out).values()):
+        assert process.poll() is None and time.monotonic() < deadline, "no round was flushed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)  # the parent alone: its workers are left behind
+    process.wait()
+    deadline = time.monotonic() + 60
+    while True:  # every process of the sweep's group ends on its own
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "worker processes outlived their parent"
+        time.sleep(0.1)
+    statuses = {m["status"] for m in _metas(out).values()}
+    assert statuses <= {"interrupted", "finished"} and "interrupted" in statuses

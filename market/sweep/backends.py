@@ -53,10 +53,20 @@ class SerialBackend:
                 return
 
 
+def _context():
+    """Workers forked from a forkserver that imported admarket once (later sweeps of this
+    process start at once), or spawned where there is no forkserver. Never plain fork, which
+    would copy this process's engines and threads."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["market.sweep.worker"])
+    return context
+
+
 class PoolBackend:
-    """K worker processes, started with spawn (not fork, which would copy the parent's engines
-    and threads; not forkserver, whose server outlives a killed parent). Each worker keeps its
-    engines between jobs, and stops after its current round when the parent is gone."""
+    """K worker processes. Each keeps its engines between jobs; when this process dies, a
+    worker stops after its current round (rows flushed) and exits."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -69,35 +79,48 @@ class PoolBackend:
         """The pool shuts down at the end of `run`."""
 
     def run(self, tasks: Sequence[Task], on_outcome: OnOutcome) -> None:
-        context = multiprocessing.get_context("spawn")
+        context = _context()
         stop = context.Event()
+        lifeline, held = context.Pipe(duplex=False)  # only this process holds the write end
         env = tasks[0].env if tasks else {}
-        with ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=init_pool_worker, initargs=(stop, env)
-        ) as pool:
-            futures = {pool.submit(run_task, task): task for task in tasks}
-            stopping = False
+        try:
+            with ProcessPoolExecutor(
+                self.workers,
+                mp_context=context,
+                initializer=init_pool_worker,
+                initargs=(stop, env, lifeline),
+            ) as pool:
+                self._run(pool, stop, tasks, on_outcome)
+        finally:
+            held.close()
+            lifeline.close()
 
-            def halt() -> None:
-                stop.set()
-                for future in futures:
-                    future.cancel()
+    @staticmethod
+    def _run(pool, stop, tasks: Sequence[Task], on_outcome: OnOutcome) -> None:
+        """Submit every task; on a stop, cancel what has not started and ask the rest to stop."""
+        futures = {pool.submit(run_task, task): task for task in tasks}
+        stopping = False
 
-            pending: set[Future] = set(futures)
-            try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        outcome = _pool_outcome(future, futures[future])
-                        if outcome is not None and not on_outcome(outcome) and not stopping:
-                            stopping = True
-                            halt()
-            except KeyboardInterrupt:
-                halt()
-                for future in pending:  # running jobs flush and return after their round
-                    if (outcome := _pool_outcome(future, futures[future])) is not None:
-                        on_outcome(outcome)
-                raise
+        def halt() -> None:
+            stop.set()
+            for future in futures:
+                future.cancel()
+
+        pending: set[Future] = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcome = _pool_outcome(future, futures[future])
+                    if outcome is not None and not on_outcome(outcome) and not stopping:
+                        stopping = True
+                        halt()
+        except KeyboardInterrupt:
+            halt()
+            for future in pending:  # running jobs flush and return after their round
+                if (outcome := _pool_outcome(future, futures[future])) is not None:
+                    on_outcome(outcome)
+            raise
 
 
 def _pool_outcome(future: Future, task: Task) -> Outcome | None:

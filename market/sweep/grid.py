@@ -46,9 +46,16 @@ RESERVED_KEYS = {"seed": "the seeds are --seed (root) and --seeds N; drop seed f
 
 def format_value(value: Any) -> str:
     """A grid value as YAML text that ``--set`` and, inside a flow list, ``--grid`` read back
-    as the same value (dumped as the item of a flow list, so it is quoted where a list needs)."""
-    text = yaml.safe_dump([value], default_flow_style=True, width=10**6, allow_unicode=True)
-    return text.strip()[1:-1]
+    as the same value (dumped as the item of a flow list, so it is quoted where a list needs).
+    Non-ASCII text is written as is when it reads back unchanged, else escaped (a NEL, U+0085,
+    is a line break to a YAML reader)."""
+    text = _flow_item(value, readable=True)
+    return text if yaml.safe_load(f"[{text}]") == [value] else _flow_item(value, readable=False)
+
+
+def _flow_item(value: Any, *, readable: bool) -> str:
+    dumped = yaml.safe_dump([value], default_flow_style=True, width=10**6, allow_unicode=readable)
+    return dumped.strip()[1:-1]
 
 
 @dataclass(frozen=True)

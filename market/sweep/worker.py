@@ -32,7 +32,7 @@ from .metrics import job_metrics
 _ENGINES: dict[tuple[str, bool, str], EnginePool] = {}
 _CELLS: dict[str, Any] = {}  # a cell file's content digest -> its resolved scenario
 _STOP: Any = None  # a multiprocessing Event in pool workers: set by the parent to stop the sweep
-_PARENT: int | None = None
+_ORPHANED = threading.Event()  # set when the parent process is gone
 _RUNNING = threading.Event()  # set while this process runs a job
 
 
@@ -57,6 +57,7 @@ class Outcome:
     computed: bool = False
     error: str | None = None
     interrupted: bool = False
+    cpu_seconds: float = 0.0  # CPU time of the process that ran it, spent on it
 
     @property
     def finished(self) -> bool:
@@ -95,39 +96,43 @@ def release_engines() -> None:
     _ENGINES.clear()
 
 
-def init_pool_worker(stop: Any, env: Mapping[str, str]) -> None:
+def init_pool_worker(stop: Any, env: Mapping[str, str], lifeline: Any) -> None:
     """Process-pool initializer: Ctrl-C goes to the parent, which stops the workers through
-    ``stop``. When the parent is gone (killed), a running job stops after its round, flushed,
-    and an idle worker exits (`_watch_parent`): nothing keeps running or waiting unowned."""
-    global _STOP, _PARENT
+    ``stop``. ``lifeline`` is the read end of a pipe whose write end only the parent holds: when
+    the parent dies (killed) it reads EOF, a running job stops after its round, flushed, and the
+    worker exits (`_watch_parent`): nothing keeps running or waiting unowned."""
+    global _STOP
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _STOP, _PARENT = stop, os.getppid()
+    _STOP = stop
     os.environ.update(env)
-    threading.Thread(target=_watch_parent, name="watch-parent", daemon=True).start()
+    threading.Thread(
+        target=_watch_parent, args=(lifeline,), name="watch-parent", daemon=True
+    ).start()
 
 
-def _orphaned() -> bool:
-    return _PARENT is not None and os.getppid() != _PARENT
-
-
-def _watch_parent(period: float = 0.5) -> None:
-    while True:
-        time.sleep(period)
-        if _orphaned() and not _RUNNING.is_set():
-            os._exit(0)
+def _watch_parent(lifeline: Any) -> None:
+    try:
+        lifeline.recv()  # the parent never sends: this returns only by EOF, when it is gone
+    except (EOFError, OSError):
+        pass
+    _ORPHANED.set()
+    while _RUNNING.is_set():  # the job stops after its round (`_check_stop`) and flushes
+        time.sleep(0.05)
+    os._exit(0)
 
 
 def _check_stop() -> None:
     """Called after every round: stopping is the runner's Ctrl-C path (flush, then resumable)."""
-    if _STOP is not None and (_STOP.is_set() or _orphaned()):
+    if _STOP is not None and (_STOP.is_set() or _ORPHANED.is_set()):
         raise KeyboardInterrupt
 
 
 def run_task(task: Task) -> Outcome:
     """Run (or resume, or skip when finished) one job, then read its metrics."""
-    if _STOP is not None and _STOP.is_set():  # queued before the sweep stopped: do not start
+    if _STOP is not None and (_STOP.is_set() or _ORPHANED.is_set()):  # queued before a stop
         return Outcome(task.job, interrupted=True)
     _RUNNING.set()
+    cpu = time.process_time()
     try:
         os.environ.update(task.env)
         scenario = cell_scenario(task.cell_file).model_copy(update={"seed": task.job.seed})
@@ -139,7 +144,8 @@ def run_task(task: Task) -> Outcome:
             on_round=_check_stop,
             flush_seconds=task.flush_seconds,
         )
-        return Outcome(task.job, tuple(job_metrics(Path(task.run_dir))), computed=computed)
+        rows = tuple(job_metrics(Path(task.run_dir)))
+        return Outcome(task.job, rows, computed, cpu_seconds=time.process_time() - cpu)
     except RunInterrupted:
         return Outcome(task.job, interrupted=True)
     except Exception as error:  # reported by the parent with the job's cell and seed
