@@ -191,6 +191,7 @@ class SyntheticEngine(ExactOracle):
         self._by_prompt = LRU(cache_size)  # id(prompt) -> (prompt, its compact model)
         self._stacks = LRU(STACKS)  # prompt ids -> (prompts, their compact models stacked)
         self._drawn: tuple[list[Candidate], tuple] = ([], ())  # the last replies drawn, steps
+        self._widths: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # `_positions`
         # full tables, V + 1 times larger: the sampler's of the recent generator prompts, the
         # oracle's; a few, so that memory stays flat when entrant sets keep changing
         table_bytes = (max_len + 1) * (self.vocab_size + 1) * self.vocab_size * 8
@@ -295,7 +296,18 @@ class SyntheticEngine(ExactOracle):
         tables = np.stack([table, full])
         tables.setflags(write=False)
         cdf.setflags(write=False)
-        return _Sampler(tables, cdf, [[None] * (self.vocab_size + 1) for _ in cdf], {})
+        return _Sampler(tables, cdf, [_CdfRows(rows) for rows in cdf], {})
+
+    def _positions(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The table position of each step of a reply ``width`` steps wide (clipped to max_len)
+        and the step indices (1, width), read-only, made once per width."""
+        known = self._widths.get(width)
+        if known is None:
+            columns = np.arange(width)
+            known = self._widths[width] = (np.minimum(columns, self.max_len), columns[None, :])
+            for array in known:
+                array.setflags(write=False)
+        return known
 
     def _as_ids(self, token_ids: Sequence[int], what: str) -> tuple[int, ...]:
         try:
@@ -471,28 +483,30 @@ class SyntheticEngine(ExactOracle):
         sampler = self._sampler_tables(prompt, params)
         steps = cap + 1 if cap == self.max_len else cap  # the forced EOS after max_len segments
         uniforms = np.random.default_rng(seeds).random((n, steps)).tolist()
-        V, eos, rows, cdfs = self.vocab_size, self._eos, sampler.rows, sampler.cdfs
-        drawn, padded, previous = [], [], []
+        V, eos = self.vocab_size, self._eos
+        drawn, tokens, previous = [], [], []  # the replies; every step's token and the one before
         for reply in uniforms:
-            ids, before = [], [V]  # V: the start of the reply
-            for t, u in enumerate(reply):
-                row = rows[t][before[-1]]
-                if row is None:  # the CDF row as a list, for bisect
-                    row = rows[t][before[-1]] = cdfs[t, before[-1]].tolist()
-                token = min(bisect.bisect_right(row, u), V - 1)
-                ids.append(token)
-                if token == eos:
+            ids, prev = [], V  # V: the start of the reply
+            for rows, u in zip(sampler.rows, reply, strict=False):  # steps <= max_len + 1 rows
+                previous.append(prev)
+                prev = bisect.bisect_right(rows[prev], u)
+                if prev == V:  # only a row that is never drawn from (not a CDF) gives V
+                    prev = eos
+                ids.append(prev)
+                if prev == eos:
                     break
-                before.append(token)
             drawn.append(tuple(ids))
-            padded.append(ids + [0] * (steps - len(ids)))
-            previous.append(before[: len(ids)] + [0] * (steps - len(ids)))
-        valid = np.arange(steps) < np.fromiter(map(len, drawn), np.int64, count=n)[:, None]
-        position = np.minimum(np.arange(steps), self.max_len)
-        padded, previous = np.array(padded), np.array(previous)
+            tokens += ids
+        lengths = np.fromiter(map(len, drawn), np.int64, count=n)
+        position, columns = self._positions(steps)
+        valid = columns < lengths[:, None]
+        padded = np.zeros((n, steps), dtype=np.int64)
+        padded[valid] = tokens
+        before = np.zeros_like(padded)
+        before[valid] = previous
         candidates = [sampler.replies.get(ids) for ids in drawn]
         if None in candidates:  # replies not drawn before: their two log-probs
-            logprobs = np.where(valid, sampler.tables[:, position, previous, padded], 0.0)
+            logprobs = np.where(valid, sampler.tables[:, position, before, padded], 0.0)
             proposal, model = logprobs.sum(axis=-1).tolist()
             texts = self.segment_texts
             for k, ids in enumerate(drawn):
@@ -504,7 +518,7 @@ class SyntheticEngine(ExactOracle):
                     if len(sampler.replies) < KNOWN_REPLIES:
                         sampler.replies[ids] = candidates[k]
         # a score call on these very candidates reads their steps from here (`score`)
-        self._drawn = (candidates, (position, previous, padded, valid))
+        self._drawn = (candidates, (position, before, padded, valid))
         return candidates
 
 
@@ -514,12 +528,25 @@ class _Sampler:
 
     ``tables`` (2, max_len + 1, V + 1, V): the sampler's next-token log-probs stacked on the
     model's; ``cdfs``: the sampler's CDFs (rows ending at exactly 1); ``rows[t][prev]``: a CDF
-    row as a list for `bisect`, filled when first visited (most rows never are); ``replies``:
-    candidates drawn before, by token ids (immutable, so reused; their log-probs depend on the
-    ids only), the first `KNOWN_REPLIES` of them.
+    row as a list for `bisect` (`_CdfRows`); ``replies``: candidates drawn before, by token ids
+    (immutable, so reused; their log-probs depend on the ids only), the first `KNOWN_REPLIES`
+    of them.
     """
 
     tables: np.ndarray
     cdfs: np.ndarray
-    rows: list[list[list[float] | None]]
+    rows: list[_CdfRows]
     replies: dict[tuple[int, ...], Candidate]
+
+
+class _CdfRows(dict):
+    """The CDF rows of one position by previous token, each a list for `bisect`, made when first
+    read (most rows never are)."""
+
+    def __init__(self, cdfs: np.ndarray) -> None:
+        super().__init__()
+        self.cdfs = cdfs
+
+    def __missing__(self, prev: int) -> list[float]:
+        row = self[prev] = self.cdfs[prev].tolist()
+        return row
