@@ -360,6 +360,10 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
     its candidates' rows) are converted once and repeated."""
     if not (pa.types.is_list(kind) and values):
         return pa.array(values, type=kind, from_pandas=True)
+    if pa.types.is_floating(kind.value_type) and all(
+        type(v) is np.ndarray and v.ndim == 1 for v in values
+    ):
+        return _float_arrays(values, kind)
     unique: dict[int, tuple[int, list]] = {}
     rows = [unique.setdefault(id(v), (len(unique), v))[0] for v in values]
     shared = [v for _, v in unique.values()]
@@ -367,3 +371,14 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
     if pa.types.is_floating(kind.value_type) and pc.any(pc.is_nan(array.flatten())).as_py():
         array = pa.array(shared, type=kind, from_pandas=True)
     return array if len(shared) == len(values) else array.take(pa.array(rows, type=pa.int64()))
+
+
+def _float_arrays(values: list[np.ndarray], kind: pa.DataType) -> pa.Array:
+    """A list column whose rows are 1-D float arrays (a round's rewards per candidate), as
+    `_column` converts it, NaN stored as null, from one concatenated buffer."""
+    flat = np.concatenate(values) if len(values) > 1 else np.asarray(values[0])
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum([v.size for v in values], out=offsets[1:])
+    nan = np.isnan(flat)
+    items = pa.array(flat, type=kind.value_type, mask=nan if nan.any() else None)
+    return pa.ListArray.from_arrays(pa.array(offsets), items, type=kind)
