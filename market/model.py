@@ -11,6 +11,7 @@ one stream for the whole run; `MarketModel.restore` replays their decisions to b
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -131,7 +132,7 @@ class MarketModel(mesa.Model):
         # numpy's Generator.choice(p=...) draws one uniform against this same normalised CDF;
         # drawing it directly gives the same query without choice's per-call validation
         cdf = (weights / weights.sum()).cumsum()
-        self._query_cdf = cdf / cdf[-1]
+        self._query_cdf = (cdf / cdf[-1]).tolist()
         self._prompt_queries = tuple(Query(q.text, q.topic) for q in self.queries)
         self.outside_option = bool(scenario.outside_option)
         self.topics_graph = scenario.topics_graph()
@@ -224,7 +225,7 @@ class MarketModel(mesa.Model):
 
     def _query_index(self, round_index: int) -> int:
         uniform = self.streams.rng("query", round_index).random()
-        return int(self._query_cdf.searchsorted(uniform, side="right"))
+        return bisect.bisect_right(self._query_cdf, uniform)  # searchsorted(side="right")
 
     def is_relevant(self, name: str) -> bool:
         """Whether the round's query topic is one of the advertiser's: an edge of the bipartite
