@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -226,10 +227,28 @@ def run_round(
 def _score_prompts(
     query: Query, bidders: Sequence[Bidder], observers: Sequence[Bidder], style: str
 ) -> list[Prompt]:
-    """Reference prompt first, then every entrant's and every observer's advertiser prompt."""
-    return [_reference_prompt(query, style)] + [
+    """Reference prompt first, then every entrant's and every observer's advertiser prompt.
+
+    A market passes the same query and Bidder objects round after round: the prompts of a
+    query, style, entrant and observer set are kept by those objects' identities (held with
+    them, so the identities stay theirs), which skips hashing every brand each round.
+    """
+    key = (id(query), style, *map(id, bidders), None, *map(id, observers))
+    known = _ROUND_PROMPTS.get(key)
+    if known is not None:
+        _ROUND_PROMPTS.move_to_end(key)
+        return known[1]
+    prompts = [_reference_prompt(query, style)] + [
         _advertiser_prompt(query, b.brand, style) for b in (*bidders, *observers)
     ]
+    _ROUND_PROMPTS[key] = ((query, tuple(bidders), tuple(observers)), prompts)
+    if len(_ROUND_PROMPTS) > ROUND_PROMPTS_KEPT:
+        _ROUND_PROMPTS.popitem(last=False)
+    return prompts
+
+
+ROUND_PROMPTS_KEPT = 1024  # entrant sets x queries whose score prompts `_score_prompts` keeps
+_ROUND_PROMPTS: OrderedDict[tuple, tuple[tuple, list[Prompt]]] = OrderedDict()
 
 
 # The same prompt objects round after round: prompts are immutable values, and an engine may

@@ -48,9 +48,12 @@ class RecentRecords(Sequence[RoundRecord]):
     def append_row(self, row: tuple) -> None:
         """Append the next round's record given as its field values (`RoundRecord`'s order,
         ``round`` first); the record is built when it is first read."""
-        if row[0] != len(self):
+        records = self._records
+        if row[0] != self._dropped + len(records):
             raise ValueError(f"the next record is round {len(self)}, got round {row[0]}")
-        self.append(row)
+        records.append(row)
+        if len(records) >= 2 * self.kept:
+            self._trim()
 
     def _record(self, position: int) -> RoundRecord:
         """The record at a position of the kept list, built from its row when first read."""

@@ -11,6 +11,7 @@ one stream for the whole run; `MarketModel.restore` replays their decisions to b
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -131,7 +132,7 @@ class MarketModel(mesa.Model):
         # numpy's Generator.choice(p=...) draws one uniform against this same normalised CDF;
         # drawing it directly gives the same query without choice's per-call validation
         cdf = (weights / weights.sum()).cumsum()
-        self._query_cdf = cdf / cdf[-1]
+        self._query_cdf = (cdf / cdf[-1]).tolist()
         self._prompt_queries = tuple(Query(q.text, q.topic) for q in self.queries)
         self.outside_option = bool(scenario.outside_option)
         self.topics_graph = scenario.topics_graph()
@@ -224,7 +225,7 @@ class MarketModel(mesa.Model):
 
     def _query_index(self, round_index: int) -> int:
         uniform = self.streams.rng("query", round_index).random()
-        return int(self._query_cdf.searchsorted(uniform, side="right"))
+        return bisect.bisect_right(self._query_cdf, uniform)  # searchsorted(side="right")
 
     def is_relevant(self, name: str) -> bool:
         """Whether the round's query topic is one of the advertiser's: an edge of the bipartite
@@ -360,6 +361,10 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
     its candidates' rows) are converted once and repeated."""
     if not (pa.types.is_list(kind) and values):
         return pa.array(values, type=kind, from_pandas=True)
+    if pa.types.is_floating(kind.value_type) and all(
+        type(v) is np.ndarray and v.ndim == 1 for v in values
+    ):
+        return _float_arrays(values, kind)
     unique: dict[int, tuple[int, list]] = {}
     rows = [unique.setdefault(id(v), (len(unique), v))[0] for v in values]
     shared = [v for _, v in unique.values()]
@@ -367,3 +372,14 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
     if pa.types.is_floating(kind.value_type) and pc.any(pc.is_nan(array.flatten())).as_py():
         array = pa.array(shared, type=kind, from_pandas=True)
     return array if len(shared) == len(values) else array.take(pa.array(rows, type=pa.int64()))
+
+
+def _float_arrays(values: list[np.ndarray], kind: pa.DataType) -> pa.Array:
+    """A list column whose rows are 1-D float arrays (a round's rewards per candidate), as
+    `_column` converts it, NaN stored as null, from one concatenated buffer."""
+    flat = np.concatenate(values) if len(values) > 1 else np.asarray(values[0])
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum([v.size for v in values], out=offsets[1:])
+    nan = np.isnan(flat)
+    items = pa.array(flat, type=kind.value_type, mask=nan if nan.any() else None)
+    return pa.ListArray.from_arrays(pa.array(offsets), items, type=kind)

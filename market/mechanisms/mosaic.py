@@ -86,23 +86,30 @@ class MosaicOutcome:
 def logsumexp(values: np.ndarray, axis: int = -1) -> np.ndarray:
     """log Σ exp(values) along ``axis``, stable for large values and for −inf (all −inf → −inf)."""
     values = np.asarray(values, dtype=float)
-    peak = values.max(axis=axis, keepdims=True)
+    peak = np.maximum.reduce(values, axis=axis, keepdims=True)
     if np.isfinite(peak).all():  # every sum is at least exp(0) = 1: no log(0) to silence
-        total = np.log(np.exp(values - peak).sum(axis=axis, keepdims=True))
-        return (total + peak).squeeze(axis=axis)
-    safe_peak = np.where(np.isfinite(peak), peak, 0.0)
-    with np.errstate(divide="ignore"):
-        total = np.log(np.exp(values - safe_peak).sum(axis=axis, keepdims=True))
-    return (total + safe_peak).squeeze(axis=axis)
+        total = _log_sum_exp_shifted(values, peak, axis)
+    else:
+        peak = np.where(np.isfinite(peak), peak, 0.0)
+        with np.errstate(divide="ignore"):
+            total = _log_sum_exp_shifted(values, peak, axis)
+    total += peak
+    return total.squeeze(axis=axis)
+
+
+def _log_sum_exp_shifted(values: np.ndarray, peak: np.ndarray, axis: int) -> np.ndarray:
+    """log Σ exp(values − peak) along ``axis`` (kept), computed in fresh buffers in place."""
+    shifted = values - peak
+    total = np.add.reduce(np.exp(shifted, out=shifted), axis=axis, keepdims=True)
+    return np.log(total, out=total)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     """exp(logits − logsumexp(logits)); −inf logits get exactly 0. Needs one finite logit."""
     logits = np.asarray(logits, dtype=float)
     normaliser = logsumexp(logits, axis=axis)
-    return np.exp(
-        logits - (normaliser[..., None] if axis == -1 else np.expand_dims(normaliser, axis))
-    )
+    shifted = logits - (normaliser[..., None] if axis == -1 else np.expand_dims(normaliser, axis))
+    return np.exp(shifted, out=shifted)
 
 
 def others_logits(rewards: np.ndarray, log_weight: np.ndarray, tau: float) -> np.ndarray:
@@ -145,7 +152,10 @@ def mosaic_outcome(
         rewards, log_ref, log_gen = _check_inputs(rewards, log_ref, log_gen)
         log_weight = _log_importance_weight(log_ref, log_gen)
 
-    logits = rewards.sum(axis=0) / tau + log_weight
+    logits = np.add.reduce(rewards, axis=0)
+    if tau != 1.0:  # x / 1 is x
+        logits /= tau
+    logits += log_weight
     if not np.isfinite(logits).any():
         raise ValueError(
             "every candidate has logit -inf (log_ref = -inf or some reward = -inf on all of them), "
@@ -154,16 +164,21 @@ def mosaic_outcome(
     allocation = softmax(logits)
 
     beta = others_logits(rewards, log_weight, tau)
-    own_logits = rewards / tau + beta
     # log Σ_j exp of each advertiser's own logits (eq. 4 / 12) and of the others' β_{-i} (the
     # offset, Sec. 5.3, and softmax(β_{-i}) of eq. 15): one row-wise logsumexp over both
     n = rewards.shape[0]
-    lse = logsumexp(np.concatenate([own_logits, beta]), axis=1)
-    rochet = tau * lse[:n]
-    offsets = 0.0 - tau * lse[n:] if offset else np.zeros(n)
+    both = np.empty((2 * n, rewards.shape[1]))
+    np.add(rewards / tau if tau != 1.0 else rewards, beta, out=both[:n])  # own logits
+    both[n:] = beta
+    lse = logsumexp(both, axis=1)
+    rochet = tau * lse[:n] if tau != 1.0 else lse[:n]  # 1 · x is x
+    offsets = 0.0 - (tau * lse[n:] if tau != 1.0 else lse[n:]) if offset else np.zeros(n)
     expected_rewards = expectation(allocation, rewards)
-    payments = expected_rewards - rochet - offsets
-    without = expectation(np.exp(beta - lse[n:, None]), rewards)  # softmax(β_{-i}) · r_i (eq. 15)
+    payments = expected_rewards - rochet
+    payments -= offsets
+    # softmax(β_{-i}) · r_i (eq. 15)
+    others = np.subtract(beta, lse[n:, None], out=beta)
+    without = expectation(np.exp(others, out=others), rewards)
 
     return MosaicOutcome(
         allocation=_frozen(allocation),
@@ -317,7 +332,7 @@ def expectation(probabilities: np.ndarray, rewards: np.ndarray) -> np.ndarray:
     """probabilities · rewards[i] for every row, counting 0 · (−inf) as 0."""
     returned = probabilities > 0
     if returned.all():
-        return (probabilities * rewards).sum(axis=-1)
+        return np.add.reduce(probabilities * rewards, axis=-1)
     terms = np.where(returned, probabilities * np.where(returned, rewards, 0), 0)
     return terms.sum(axis=-1)
 

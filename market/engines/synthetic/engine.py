@@ -25,9 +25,11 @@ result).
 
 from __future__ import annotations
 
+import bisect
 import math
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
@@ -45,6 +47,7 @@ MODEL_NAME = "synthetic-v1"
 # so generator prompts, keep changing.
 FULL_TABLE_BYTES = 32 * 2**20
 STACKS = 64  # stacked compact models of recent score calls (a few MB)
+KNOWN_REPLIES = 128  # candidates a sampler keeps to reuse (the most likely come first)
 
 
 def sampler_logprobs(logprobs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
@@ -188,10 +191,12 @@ class SyntheticEngine(ExactOracle):
         self._by_prompt = LRU(cache_size)  # id(prompt) -> (prompt, its compact model)
         self._stacks = LRU(STACKS)  # prompt ids -> (prompts, their compact models stacked)
         self._drawn: tuple[list[Candidate], tuple] = ([], ())  # the last replies drawn, steps
+        self._widths: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # `_positions`
         # full tables, V + 1 times larger: the sampler's of the recent generator prompts, the
         # oracle's; a few, so that memory stays flat when entrant sets keep changing
         table_bytes = (max_len + 1) * (self.vocab_size + 1) * self.vocab_size * 8
-        full_tables = max(2, min(cache_size, FULL_TABLE_BYTES // (3 * table_bytes)))
+        sampler_bytes = 3 * table_bytes + KNOWN_REPLIES * 512  # its tables and known replies
+        full_tables = max(2, min(cache_size, FULL_TABLE_BYTES // sampler_bytes))
         self._tables = LRU(full_tables)
         self._samplers = LRU(cache_size)  # (id(prompt), temperature, top_p) -> (prompt, key)
         self.info = EngineInfo(
@@ -269,11 +274,8 @@ class SyntheticEngine(ExactOracle):
             return cached
         return self._tables.put(key, self.world.expand(self._chain(prompt)))
 
-    def _sampler_tables(
-        self, prompt: Prompt, params: SamplingParams
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The sampler's next-token log-probs stacked on the model's (2, max_len + 1, V + 1, V),
-        and the sampler's CDFs (rows ending at exactly 1; after EOS, a row that draws EOS)."""
+    def _sampler_tables(self, prompt: Prompt, params: SamplingParams) -> _Sampler:
+        """The sampler of a prompt under ``params`` (`_Sampler`), cached."""
         seen = self._samplers.get((id(prompt), params.temperature, params.top_p))
         if seen is not None and seen[0] is prompt:
             key = seen[1]
@@ -285,18 +287,27 @@ class SyntheticEngine(ExactOracle):
             cached = self._tables.put(key, self._new_sampler_tables(prompt, params))
         return cached
 
-    def _new_sampler_tables(self, prompt: Prompt, params: SamplingParams) -> tuple:
+    def _new_sampler_tables(self, prompt: Prompt, params: SamplingParams) -> _Sampler:
         full = self.world.expand(self._chain(prompt))
         table = sampler_logprobs(full, params.temperature, params.top_p)
         cdf = np.cumsum(np.exp(table), axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            cdf /= cdf[..., -1:]  # the EOS row (all −inf) becomes NaN ...
-        cdf[:, self._eos, :] = 0.0  # ... and absorbs: no entry but the last is at most u < 1
-        cdf[:, self._eos, -1] = 1.0
+            cdf /= cdf[..., -1:]  # the EOS row (all −inf) becomes NaN and is never drawn from
         tables = np.stack([table, full])
         tables.setflags(write=False)
         cdf.setflags(write=False)
-        return tables, cdf
+        return _Sampler(tables, cdf, [_CdfRows(rows) for rows in cdf], {})
+
+    def _positions(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The table position of each step of a reply ``width`` steps wide (clipped to max_len)
+        and the step indices (1, width), read-only, made once per width."""
+        known = self._widths.get(width)
+        if known is None:
+            columns = np.arange(width)
+            known = self._widths[width] = (np.minimum(columns, self.max_len), columns[None, :])
+            for array in known:
+                array.setflags(write=False)
+        return known
 
     def _as_ids(self, token_ids: Sequence[int], what: str) -> tuple[int, ...]:
         try:
@@ -469,37 +480,73 @@ class SyntheticEngine(ExactOracle):
     ) -> list[Candidate]:
         """n replies of at most ``cap`` segments by inverse-CDF draws, one uniform per position:
         the token is the number of entries of its CDF row at or below the uniform."""
-        tables, cdfs = self._sampler_tables(prompt, params)
+        sampler = self._sampler_tables(prompt, params)
         steps = cap + 1 if cap == self.max_len else cap  # the forced EOS after max_len segments
-        uniforms = np.random.default_rng(seeds).random((n, steps))
+        uniforms = np.random.default_rng(seeds).random((n, steps)).tolist()
         V, eos = self.vocab_size, self._eos
-        # every reply takes every step: one past its EOS, the absorbing EOS row draws EOS again
-        drawn = np.empty((n, steps), dtype=np.int64)
-        prev = np.full(n, V)  # V: the start of the reply
-        for t in range(steps):
-            prev = drawn[:, t] = (cdfs[t, prev] <= uniforms[:, t, None]).sum(axis=1)
-        lengths = np.minimum((drawn != eos).sum(axis=1) + 1, steps)
-        valid = np.arange(steps) < lengths[:, None]
-        padded = np.where(valid, drawn, 0)
-        previous = np.zeros_like(padded)
-        previous[:, 0] = V
-        previous[:, 1:] = padded[:, :-1]
-        position = np.minimum(np.arange(steps), self.max_len)
-        logprobs = np.where(valid, tables[:, position, previous, padded], 0.0).sum(axis=-1)
-        drawn = [
-            tuple(ids[:length])
-            for ids, length in zip(padded.tolist(), lengths.tolist(), strict=True)
-        ]
-        texts = self.segment_texts
-        candidates = [
-            Candidate(
-                " ".join([texts[i] for i in (ids[:-1] if ids[-1] == eos else ids)]),
-                ids,
-                lp_proposal,
-                lp_model,
-            )
-            for ids, lp_proposal, lp_model in zip(drawn, *logprobs.tolist(), strict=True)
-        ]
+        drawn, tokens, previous = [], [], []  # the replies; every step's token and the one before
+        for reply in uniforms:
+            ids, prev = [], V  # V: the start of the reply
+            for rows, u in zip(sampler.rows, reply, strict=False):  # steps <= max_len + 1 rows
+                previous.append(prev)
+                prev = bisect.bisect_right(rows[prev], u)
+                if prev == V:  # only a row that is never drawn from (not a CDF) gives V
+                    prev = eos
+                ids.append(prev)
+                if prev == eos:
+                    break
+            drawn.append(tuple(ids))
+            tokens += ids
+        lengths = np.fromiter(map(len, drawn), np.int64, count=n)
+        position, columns = self._positions(steps)
+        valid = columns < lengths[:, None]
+        padded = np.zeros((n, steps), dtype=np.int64)
+        padded[valid] = tokens
+        before = np.zeros_like(padded)
+        before[valid] = previous
+        candidates = [sampler.replies.get(ids) for ids in drawn]
+        if None in candidates:  # replies not drawn before: their two log-probs
+            logprobs = np.where(valid, sampler.tables[:, position, before, padded], 0.0)
+            proposal, model = logprobs.sum(axis=-1).tolist()
+            texts = self.segment_texts
+            for k, ids in enumerate(drawn):
+                if candidates[k] is None:
+                    words = ids[:-1] if ids[-1] == eos else ids
+                    candidates[k] = Candidate(
+                        " ".join([texts[i] for i in words]), ids, proposal[k], model[k]
+                    )
+                    if len(sampler.replies) < KNOWN_REPLIES:
+                        sampler.replies[ids] = candidates[k]
         # a score call on these very candidates reads their steps from here (`score`)
-        self._drawn = (candidates, (position, previous, padded, valid))
+        self._drawn = (candidates, (position, before, padded, valid))
         return candidates
+
+
+@dataclass(eq=False)
+class _Sampler:
+    """A prompt's temperature / top-p sampler, as `SyntheticEngine` draws from it.
+
+    ``tables`` (2, max_len + 1, V + 1, V): the sampler's next-token log-probs stacked on the
+    model's; ``cdfs``: the sampler's CDFs (rows ending at exactly 1); ``rows[t][prev]``: a CDF
+    row as a list for `bisect` (`_CdfRows`); ``replies``: candidates drawn before, by token ids
+    (immutable, so reused; their log-probs depend on the ids only), the first `KNOWN_REPLIES`
+    of them.
+    """
+
+    tables: np.ndarray
+    cdfs: np.ndarray
+    rows: list[_CdfRows]
+    replies: dict[tuple[int, ...], Candidate]
+
+
+class _CdfRows(dict):
+    """The CDF rows of one position by previous token, each a list for `bisect`, made when first
+    read (most rows never are)."""
+
+    def __init__(self, cdfs: np.ndarray) -> None:
+        super().__init__()
+        self.cdfs = cdfs
+
+    def __missing__(self, prev: int) -> list[float]:
+        row = self[prev] = self.cdfs[prev].tolist()
+        return row

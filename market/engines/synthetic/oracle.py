@@ -110,7 +110,7 @@ class ExactOracle:
             table = (
                 self._table(prompt)
                 if sampling is None
-                else self._sampler_tables(prompt, sampling)[0][0]
+                else self._sampler_tables(prompt, sampling).tables[0]
             )
             pieces = []
             prefix = table[0, self.vocab_size, :k]  # log-prob of each 1-segment prefix
