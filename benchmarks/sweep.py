@@ -64,7 +64,7 @@ def timed_sweep(out: Path, workers: int, rounds: int, seeds: int) -> Timing:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="admarket bench sweep", description=__doc__)
     # jobs of ~9 s each: with 800 rounds (~3 s a job) the workers' start-up, about 3 s, was not
-    # amortized (idle machine: 1.35x at 800 rounds, 1.82x at 2,400)
+    # amortized (idle machine: 1.35x and 1.61x at 800 rounds, 1.82x at 2,400)
     parser.add_argument("--rounds", type=int, default=2400, help="rounds per job (default 2400)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per cell (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="workers against 1 (default 2)")
