@@ -259,6 +259,20 @@ def test_batched_scores_equal_pair_by_pair(hf_engine):
 
 
 @pytest.mark.slow
+def test_the_embedded_tokenizer_s_eos_is_the_end_of_turn(hf_engine):
+    """transformers 5.17 converts the GGUF with eos_token <|im_start|>; loading sets it back to
+    the generation config's <|im_end|>, the token replies end with."""
+    import copy
+
+    assert hf_engine.eos_token_id == hf_engine.model.generation_config.eos_token_id == 2
+    tokenizer = copy.deepcopy(hf_engine.tokenizer)
+    tokenizer.eos_token = "<|im_start|>"  # as transformers 5.17 leaves it
+    assert tokenizer.eos_token_id == 1
+    loading.align_eos(tokenizer, hf_engine.model)
+    assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
+
+
+@pytest.mark.slow
 def test_eos_ends_the_reply_and_counts_in_its_logprobs(hf_engine):
     params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=12)
     candidates = hf_engine.generate([ONE_WORD], 4, params, seed=2)[0]

@@ -113,6 +113,20 @@ def _convert_gguf(source: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def align_eos(tokenizer: Any, model: Any) -> None:
+    """Make the tokenizer's EOS the token that ends the model's turn (its generation config's).
+
+    transformers 5.17 converts the embedded GGUF with ``eos_token`` = "<|im_start|>" (id 1) while
+    replies end with "<|im_end|>" (id 2), the generation config's EOS; 5.24 gives 2 for both.
+    The engine's ``eos_token_id`` is what a reply's last token is compared with.
+    """
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, list) and len(configured) == 1:
+        configured = configured[0]
+    if isinstance(configured, int) and tokenizer.eos_token_id != configured:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(configured)
+
+
 def looks_like_path(model: str) -> bool:
     """Whether a model name can only be a path (a hub id is "name" or "org/name")."""
     return (
@@ -179,6 +193,7 @@ def load_model(model: str | os.PathLike | None, dtype: Any, local_files_only: bo
                 f"the converted embedded model in {folder} does not load ({brief(exc)}): delete that "
                 "folder so that it is converted again"
             ) from exc
+        align_eos(tokenizer, loaded)
         return loaded, tokenizer, label
     if not isinstance(model, (str, os.PathLike)) or not os.fspath(model).strip():
         raise EngineError(
