@@ -97,6 +97,7 @@ def _convert_gguf(source: Path, target: Path) -> None:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(quantized.state_dict())
         model.save_pretrained(staging)
+        align_eos(tokenizer, quantized)  # vLLM reads the saved tokenizer too
         tokenizer.save_pretrained(staging)
         try:
             os.rename(staging, target)
