@@ -154,6 +154,7 @@ class Registry(MutableMapping[str, Any]):
         self.plugins = plugins
         self.guide = guide
         self.error = error
+        self._signatures: dict[Any, tuple[tuple[str, ...], dict[str, Any], bool]] = {}
         self._entries: dict[str, Any] = {}
 
     # --- the mapping: name -> registered entry ------------------------------------------------
@@ -275,16 +276,23 @@ class Registry(MutableMapping[str, Any]):
         except ValueError as err:
             raise self.error("kwargs", f"{self.what} {kind!r}: {err}", "") from err
 
-    def _parameters(self, cls: type) -> tuple[list[str], dict[str, Any], bool]:
-        """(accepted kwargs, their defaults, whether it takes **kwargs) from the signature."""
+    def _parameters(self, cls: type) -> tuple[tuple[str, ...], dict[str, Any], bool]:
+        """(accepted kwargs, their defaults, whether it takes **kwargs) from the signature, read
+        once per class (a scenario's validation checks every advertiser's specs)."""
+        known = self._signatures.get(cls)
+        if known is None:
+            known = self._signatures[cls] = self._read_parameters(cls)
+        return known
+
+    def _read_parameters(self, cls: type) -> tuple[tuple[str, ...], dict[str, Any], bool]:
         try:
             parameters = inspect.signature(cls).parameters
         except (TypeError, ValueError):  # a signature Python cannot read: accept what is given
-            return [], {}, True
+            return (), {}, True
         named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        accepted = [
+        accepted = tuple(
             name for name, p in parameters.items() if p.kind in named and name not in self.injected
-        ]
+        )
         defaults = {
             name: parameters[name].default
             for name in accepted

@@ -78,6 +78,23 @@ def test_check_validates_without_building(widgets):
     assert isinstance(built, Widget) and built.size == 3 and Widget.built == 1
 
 
+def test_a_class_s_signature_is_read_once(widgets, monkeypatch):
+    import inspect
+
+    import market.registry as registry_module
+
+    reads = []
+    real = inspect.signature
+    monkeypatch.setattr(
+        registry_module.inspect, "signature", lambda obj: reads.append(obj) or real(obj)
+    )
+    first = widgets.check({"type": "widget", "kwargs": {"size": 3}})
+    second = widgets.check({"type": "widget", "kwargs": {"size": 5, "colour": "blue"}})
+    assert reads == [Widget]  # read by the first check only
+    assert first.settings == {"size": 3, "colour": "red"}
+    assert second.settings == {"size": 5, "colour": "blue"}
+
+
 def test_unknown_type_suggests_the_closest_and_lists_the_known(widgets):
     with pytest.raises(SpecError) as info:
         widgets.check({"type": "widgit"})
