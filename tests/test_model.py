@@ -392,6 +392,25 @@ def _broken_model(engine):
     )
 
 
+def _traced_growth(model, *, rounds: int, drain_every: int, warm: int):
+    """Run ``rounds`` rounds, draining every ``drain_every``; return the bytes tracemalloc sees
+    allocated from the end of round ``warm`` to the end, and the rows drained at round ``warm``."""
+    tracemalloc.start()
+    try:
+        for t in range(rounds):
+            model.step()
+            if t % drain_every == drain_every - 1:
+                drained = model.drain_rows()
+            if t == warm - 1:
+                at_warm = drained
+                gc.collect()
+                before = tracemalloc.get_traced_memory()[0]
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before, at_warm
+    finally:
+        tracemalloc.stop()
+
+
 def test_memory_stays_flat_over_rounds(engine):
     """Histories keep their latest rounds and drained rows leave the collector, so a model's
     memory does not grow with the rounds it has run (issue 9 item 6, issue 11 item 3)."""
@@ -399,19 +418,8 @@ def test_memory_stays_flat_over_rounds(engine):
         {**a, "policy": {"type": "always"}, "strategy": {"type": "truthful"}} for a in ADVERTISERS
     ]
     model = MarketModel(scenario(advertisers=always, queries=QUERIES[:1], rounds=10_000), engine)
-    tracemalloc.start()
-    try:
-        for t in range(512):  # checkpoints 12 x 32 rounds apart: the same phase of the trim
-            model.step()
-            if t % 16 == 15:
-                model.drain_rows()
-            if t == 127:
-                gc.collect()
-                before = tracemalloc.get_traced_memory()[0]
-        gc.collect()
-        growth = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    # checkpoints 12 x 32 rounds apart: the same phase of the trim
+    growth, _ = _traced_growth(model, rounds=512, drain_every=16, warm=128)
     # unbounded histories alone would add ~1.5 KB a round here (4 advertisers): ~580 KB over
     # these 384 rounds; what remains is small allocations inside numpy and pandas (~50 B a round)
     assert growth < 60_000, growth
@@ -437,21 +445,11 @@ def test_memory_growth_over_100_000_rounds_stays_under_100_mb():
     market = scenario(advertisers=coins, rounds=100_000)
     # caches of 8 prompts fill within the first 300 rounds: what grows after them is a leak
     model = MarketModel(market, SyntheticEngine(market.catalog(), cache_size=8))
-    tracemalloc.start()
     try:
-        for t in range(1_300):
-            model.step()
-            if t % 50 == 49:
-                entrants = model.drain_rows().rounds["entrants"]
-            if t == 299:
-                entrant_sets = {tuple(names) for names in entrants.to_pylist()}
-                gc.collect()
-                before = tracemalloc.get_traced_memory()[0]
-        gc.collect()
-        growth = tracemalloc.get_traced_memory()[0] - before
+        growth, drained = _traced_growth(model, rounds=1_300, drain_every=50, warm=300)
     finally:
-        tracemalloc.stop()
         model.close()
+    entrant_sets = {tuple(names) for names in drained.rounds["entrants"].to_pylist()}
     assert len(entrant_sets) > 10  # in 50 rounds: the entrants keep changing
     assert growth * 99_000 / 1_000 < 100 * 2**20, growth
 

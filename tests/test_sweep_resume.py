@@ -137,13 +137,19 @@ def test_a_killed_sweep_resumes_without_computing_anything_twice(tmp_path):
     assert json.loads((out / "sweep.json").read_text())["status"] == "finished"
 
 
-def test_ctrl_c_stops_every_worker_after_its_round_and_the_sweep_resumes(tmp_path):
-    out = tmp_path / "stopped"
+def _start_and_wait_for_a_flushed_round(out):
+    """The sweep CLI started in its own process group, once some job has flushed a round."""
     process = _start(out)
     deadline = time.monotonic() + 300
     while not any(sum(_done(m)) for m in _metas(out).values()):
         assert process.poll() is None and time.monotonic() < deadline, "no round was flushed"
         time.sleep(0.05)
+    return process
+
+
+def test_ctrl_c_stops_every_worker_after_its_round_and_the_sweep_resumes(tmp_path):
+    out = tmp_path / "stopped"
+    process = _start_and_wait_for_a_flushed_round(out)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130
@@ -161,11 +167,7 @@ def test_ctrl_c_stops_every_worker_after_its_round_and_the_sweep_resumes(tmp_pat
 
 def test_workers_of_a_killed_parent_flush_and_exit(tmp_path):
     out = tmp_path / "orphans"
-    process = _start(out)
-    deadline = time.monotonic() + 300
-    while not any(sum(_done(m)) for m in _metas(out).values()):
-        assert process.poll() is None and time.monotonic() < deadline, "no round was flushed"
-        time.sleep(0.05)
+    process = _start_and_wait_for_a_flushed_round(out)
     os.kill(process.pid, signal.SIGKILL)  # the parent alone: its workers are left behind
     process.wait()
     deadline = time.monotonic() + 60
