@@ -1,9 +1,11 @@
 """The exact synthetic engine: `world` (vocabulary and model), `engine` (sampling and scoring),
-`oracle` (the exact support and π_r), `phrases` (its sentences)."""
+`sampler` (a prompt's temperature / top-p sampler), `oracle` (the exact support and π_r),
+`phrases` (its sentences)."""
 
-from market.engines.synthetic.engine import MODEL_NAME, SyntheticEngine, sampler_logprobs
+from market.engines.synthetic.engine import MODEL_NAME, SyntheticEngine
 from market.engines.synthetic.oracle import MAX_SUPPORT, GeometricMixture, Support
 from market.engines.synthetic.phrases import GENERIC_PHRASES, TOPIC_PHRASES, TOPIC_TEMPLATES
+from market.engines.synthetic.sampler import sampler_logprobs
 
 __all__ = [
     "GENERIC_PHRASES",

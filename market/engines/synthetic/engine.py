@@ -20,16 +20,14 @@ softmax; keep the smallest set of tokens, in descending probability, whose mass 
 renormalise) and reports the exact log-probability of each reply under that sampler
 (``proposal_logprob``) and under the untempered model (``model_logprob``). Tables of next-token
 log-probs are cached per prompt (pure functions of the prompt, so the cache never changes a
-result).
+result); a prompt's sampler and its draws are `sampler.Sampler`.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
@@ -38,7 +36,8 @@ from market.engines.base import Candidate, Catalog, EngineError, EngineInfo, Sam
 from market.engines.checks import check_prompt_style
 from market.engines.synthetic.oracle import ExactOracle
 from market.engines.synthetic.phrases import TOPIC_TEMPLATES
-from market.engines.synthetic.world import LRU, World, log_normalise, require
+from market.engines.synthetic.sampler import KNOWN_REPLIES, Sampler
+from market.engines.synthetic.world import LRU, World, require
 from market.prompts import Brand, Prompt, Query
 
 MODEL_NAME = "synthetic-v1"
@@ -47,29 +46,6 @@ MODEL_NAME = "synthetic-v1"
 # so generator prompts, keep changing.
 FULL_TABLE_BYTES = 32 * 2**20
 STACKS = 64  # stacked compact models of recent score calls (a few MB)
-KNOWN_REPLIES = 128  # candidates a sampler keeps to reuse (the most likely come first)
-
-
-def sampler_logprobs(logprobs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
-    """The next-token log-distribution a temperature / top-p sampler draws from.
-
-    ``logprobs`` (..., V) are the model's exact next-token log-probabilities. Temperature: softmax
-    of logprobs / temperature. Top-p: sort tokens by descending probability (ties by token id) and
-    keep each token whose preceding mass is < top_p — the smallest prefix whose mass reaches top_p,
-    as the hf sampler does — then renormalise. Impossible tokens stay −inf; rows that are all −inf
-    stay so.
-    """
-    tempered = log_normalise(logprobs / temperature)
-    if top_p >= 1.0:
-        return tempered
-    probs = np.exp(tempered)
-    order = np.argsort(-probs, axis=-1, kind="stable")
-    sorted_probs = np.take_along_axis(probs, order, axis=-1)
-    mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
-    keep_sorted = (mass_before < top_p) & (sorted_probs > 0)
-    keep = np.zeros_like(keep_sorted)
-    np.put_along_axis(keep, order, keep_sorted, axis=-1)
-    return log_normalise(np.where(keep, tempered, -np.inf))
 
 
 class SyntheticEngine(ExactOracle):
@@ -274,8 +250,8 @@ class SyntheticEngine(ExactOracle):
             return cached
         return self._tables.put(key, self.world.expand(self._chain(prompt)))
 
-    def _sampler_tables(self, prompt: Prompt, params: SamplingParams) -> _Sampler:
-        """The sampler of a prompt under ``params`` (`_Sampler`), cached."""
+    def _sampler_tables(self, prompt: Prompt, params: SamplingParams) -> Sampler:
+        """The sampler of a prompt under ``params`` (`Sampler`), cached."""
         seen = self._samplers.get((id(prompt), params.temperature, params.top_p))
         if seen is not None and seen[0] is prompt:
             key = seen[1]
@@ -287,16 +263,9 @@ class SyntheticEngine(ExactOracle):
             cached = self._tables.put(key, self._new_sampler_tables(prompt, params))
         return cached
 
-    def _new_sampler_tables(self, prompt: Prompt, params: SamplingParams) -> _Sampler:
+    def _new_sampler_tables(self, prompt: Prompt, params: SamplingParams) -> Sampler:
         full = self.world.expand(self._chain(prompt))
-        table = sampler_logprobs(full, params.temperature, params.top_p)
-        cdf = np.cumsum(np.exp(table), axis=-1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cdf /= cdf[..., -1:]  # the EOS row (all −inf) becomes NaN and is never drawn from
-        tables = np.stack([table, full])
-        tables.setflags(write=False)
-        cdf.setflags(write=False)
-        return _Sampler(tables, cdf, [_CdfRows(rows) for rows in cdf], {})
+        return Sampler.of(full, params.temperature, params.top_p)
 
     def _positions(self, width: int) -> tuple[np.ndarray, np.ndarray]:
         """The table position of each step of a reply ``width`` steps wide (clipped to max_len)
@@ -483,20 +452,8 @@ class SyntheticEngine(ExactOracle):
         sampler = self._sampler_tables(prompt, params)
         steps = cap + 1 if cap == self.max_len else cap  # the forced EOS after max_len segments
         uniforms = np.random.default_rng(seeds).random((n, steps)).tolist()
-        V, eos = self.vocab_size, self._eos
-        drawn, tokens, previous = [], [], []  # the replies; every step's token and the one before
-        for reply in uniforms:
-            ids, prev = [], V  # V: the start of the reply
-            for rows, u in zip(sampler.rows, reply, strict=False):  # steps <= max_len + 1 rows
-                previous.append(prev)
-                prev = bisect.bisect_right(rows[prev], u)
-                if prev == V:  # only a row that is never drawn from (not a CDF) gives V
-                    prev = eos
-                ids.append(prev)
-                if prev == eos:
-                    break
-            drawn.append(tuple(ids))
-            tokens += ids
+        eos = self._eos
+        drawn, tokens, previous = sampler.draw(uniforms, eos)
         lengths = np.fromiter(map(len, drawn), np.int64, count=n)
         position, columns = self._positions(steps)
         valid = columns < lengths[:, None]
@@ -515,38 +472,7 @@ class SyntheticEngine(ExactOracle):
                     candidates[k] = Candidate(
                         " ".join([texts[i] for i in words]), ids, proposal[k], model[k]
                     )
-                    if len(sampler.replies) < KNOWN_REPLIES:
-                        sampler.replies[ids] = candidates[k]
+                    sampler.remember(ids, candidates[k])
         # a score call on these very candidates reads their steps from here (`score`)
         self._drawn = (candidates, (position, before, padded, valid))
         return candidates
-
-
-@dataclass(eq=False)
-class _Sampler:
-    """A prompt's temperature / top-p sampler, as `SyntheticEngine` draws from it.
-
-    ``tables`` (2, max_len + 1, V + 1, V): the sampler's next-token log-probs stacked on the
-    model's; ``cdfs``: the sampler's CDFs (rows ending at exactly 1); ``rows[t][prev]``: a CDF
-    row as a list for `bisect` (`_CdfRows`); ``replies``: candidates drawn before, by token ids
-    (immutable, so reused; their log-probs depend on the ids only), the first `KNOWN_REPLIES`
-    of them.
-    """
-
-    tables: np.ndarray
-    cdfs: np.ndarray
-    rows: list[_CdfRows]
-    replies: dict[tuple[int, ...], Candidate]
-
-
-class _CdfRows(dict):
-    """The CDF rows of one position by previous token, each a list for `bisect`, made when first
-    read (most rows never are)."""
-
-    def __init__(self, cdfs: np.ndarray) -> None:
-        super().__init__()
-        self.cdfs = cdfs
-
-    def __missing__(self, prev: int) -> list[float]:
-        row = self[prev] = self.cdfs[prev].tolist()
-        return row

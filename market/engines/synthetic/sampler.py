@@ -1,0 +1,114 @@
+"""A prompt's temperature / top-p sampler on the synthetic engine: its tables and its draws.
+
+`sampler_logprobs` is the distribution a temperature / top-p sampler draws from, as the hf engine
+samples (tempered softmax; keep the smallest set of tokens, in descending probability, whose mass
+reaches top_p; renormalise). `Sampler` holds that distribution for every position and previous
+token of one prompt, its CDFs, and draws replies from them by inverse CDF, one uniform per step.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from market.engines.base import Candidate
+from market.engines.synthetic.world import log_normalise
+
+KNOWN_REPLIES = 128  # candidates a sampler keeps to reuse (the most likely come first)
+
+
+def sampler_logprobs(logprobs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
+    """The next-token log-distribution a temperature / top-p sampler draws from.
+
+    ``logprobs`` (..., V) are the model's exact next-token log-probabilities. Temperature: softmax
+    of logprobs / temperature. Top-p: sort tokens by descending probability (ties by token id) and
+    keep each token whose preceding mass is < top_p — the smallest prefix whose mass reaches top_p,
+    as the hf sampler does — then renormalise. Impossible tokens stay −inf; rows that are all −inf
+    stay so.
+    """
+    tempered = log_normalise(logprobs / temperature)
+    if top_p >= 1.0:
+        return tempered
+    probs = np.exp(tempered)
+    order = np.argsort(-probs, axis=-1, kind="stable")
+    sorted_probs = np.take_along_axis(probs, order, axis=-1)
+    mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
+    keep_sorted = (mass_before < top_p) & (sorted_probs > 0)
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    return log_normalise(np.where(keep, tempered, -np.inf))
+
+
+@dataclass(eq=False)
+class Sampler:
+    """A prompt's temperature / top-p sampler.
+
+    ``tables`` (2, max_len + 1, V + 1, V): the sampler's next-token log-probs stacked on the
+    model's; ``cdfs``: the sampler's CDFs (rows ending at exactly 1); ``rows[t][prev]``: a CDF
+    row as a list for `bisect` (`CdfRows`); ``replies``: candidates drawn before, by token ids
+    (immutable, so reused; their log-probs depend on the ids only), the first `KNOWN_REPLIES`
+    of them.
+    """
+
+    tables: np.ndarray
+    cdfs: np.ndarray
+    rows: list[CdfRows]
+    replies: dict[tuple[int, ...], Candidate] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, full: np.ndarray, temperature: float, top_p: float) -> Sampler:
+        """The sampler of a prompt whose exact next-token log-probs are ``full``."""
+        table = sampler_logprobs(full, temperature, top_p)
+        cdf = np.cumsum(np.exp(table), axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cdf /= cdf[..., -1:]  # the EOS row (all −inf) becomes NaN and is never drawn from
+        tables = np.stack([table, full])
+        tables.setflags(write=False)
+        cdf.setflags(write=False)
+        return cls(tables, cdf, [CdfRows(rows) for rows in cdf])
+
+    def draw(
+        self, uniforms: Sequence[Sequence[float]], eos: int
+    ) -> tuple[list[tuple[int, ...]], list[int], list[int]]:
+        """Replies by inverse CDF, one uniform per step: the token is the number of entries of
+        its CDF row at or below the uniform; a reply ends at ``eos`` or when its uniforms do.
+
+        Returns the replies' token ids, and every step's token and the token before it (V, the
+        vocabulary size, before the first: the start row), reply after reply.
+        """
+        V = self.cdfs.shape[-1]
+        drawn, tokens, previous = [], [], []
+        for reply in uniforms:
+            ids, prev = [], V  # V: the start of the reply
+            for rows, u in zip(self.rows, reply, strict=False):  # steps <= max_len + 1 rows
+                previous.append(prev)
+                prev = bisect.bisect_right(rows[prev], u)
+                if prev == V:  # only a row that is never drawn from (not a CDF) gives V
+                    prev = eos
+                ids.append(prev)
+                if prev == eos:
+                    break
+            drawn.append(tuple(ids))
+            tokens += ids
+        return drawn, tokens, previous
+
+    def remember(self, ids: tuple[int, ...], candidate: Candidate) -> None:
+        """Keep a drawn candidate for reuse, up to `KNOWN_REPLIES`."""
+        if len(self.replies) < KNOWN_REPLIES:
+            self.replies[ids] = candidate
+
+
+class CdfRows(dict):
+    """The CDF rows of one position by previous token, each a list for `bisect`, made when first
+    read (most rows never are)."""
+
+    def __init__(self, cdfs: np.ndarray) -> None:
+        super().__init__()
+        self.cdfs = cdfs
+
+    def __missing__(self, prev: int) -> list[float]:
+        row = self[prev] = self.cdfs[prev].tolist()
+        return row
