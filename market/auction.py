@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import math
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from market.engines.base import Candidate, Engine, SamplingParams, prompt_style
 from market.engines.timing import EngineClock
+from market.lru import LRU
 from market.mechanisms import MosaicMechanism, TokenAuctionMechanism, sample_reply, stable_sample
 from market.mechanisms.mosaic import expectation
 from market.prompts import (
@@ -236,19 +236,15 @@ def _score_prompts(
     key = (id(query), style, *map(id, bidders), None, *map(id, observers))
     known = _ROUND_PROMPTS.get(key)
     if known is not None:
-        _ROUND_PROMPTS.move_to_end(key)
         return known[1]
     prompts = [_reference_prompt(query, style)] + [
         _advertiser_prompt(query, b.brand, style) for b in (*bidders, *observers)
     ]
-    _ROUND_PROMPTS[key] = ((query, tuple(bidders), tuple(observers)), prompts)
-    if len(_ROUND_PROMPTS) > ROUND_PROMPTS_KEPT:
-        _ROUND_PROMPTS.popitem(last=False)
-    return prompts
+    return _ROUND_PROMPTS.put(key, ((query, tuple(bidders), tuple(observers)), prompts))[1]
 
 
 ROUND_PROMPTS_KEPT = 1024  # entrant sets x queries whose score prompts `_score_prompts` keeps
-_ROUND_PROMPTS: OrderedDict[tuple, tuple[tuple, list[Prompt]]] = OrderedDict()
+_ROUND_PROMPTS = LRU(ROUND_PROMPTS_KEPT)
 
 
 # The same prompt objects round after round: prompts are immutable values, and an engine may

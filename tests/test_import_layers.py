@@ -16,7 +16,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS = [
-    ("market.registry", "market.mechanisms", "market.prompts", "market.columns", "agents.records"),
+    (
+        "market.registry",
+        "market.lru",
+        "market.mechanisms",
+        "market.prompts",
+        "market.columns",
+        "agents.records",
+    ),
     ("market.engines",),
     ("agents",),
     ("scenarios",),

@@ -37,7 +37,8 @@ from market.engines.checks import check_prompt_style
 from market.engines.synthetic.oracle import ExactOracle
 from market.engines.synthetic.phrases import TOPIC_TEMPLATES
 from market.engines.synthetic.sampler import KNOWN_REPLIES, Sampler
-from market.engines.synthetic.world import LRU, World, require
+from market.engines.synthetic.world import World, require
+from market.lru import LRU
 from market.prompts import Brand, Prompt, Query
 
 MODEL_NAME = "synthetic-v1"

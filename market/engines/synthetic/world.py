@@ -50,9 +50,7 @@ token ``prev`` has log-probability ``log softmax(logits_t − repeat_penalty·[v
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -63,6 +61,7 @@ from market.engines.synthetic.phrases import (
     TOPIC_TEMPLATES,
     topic_label,
 )
+from market.lru import LRU
 from market.mechanisms.mosaic import logsumexp
 from market.prompts import Brand, Prompt, Query, as_query, is_relevant
 
@@ -83,26 +82,6 @@ def _query_key(query: str) -> int:
     """A stable 64-bit key of the query text (never Python's salted hash())."""
     digest = hashlib.blake2b(query.encode("utf-8"), digest_size=8, person=b"admarket-q").digest()
     return int.from_bytes(digest, "little")
-
-
-class LRU:
-    """A small least-recently-used cache of pure-function results."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-
-    def get(self, key: Hashable) -> Any:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: Hashable, value: Any) -> Any:
-        self._items[key] = value
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
-        return value
 
 
 class World:
