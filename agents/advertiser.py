@@ -128,15 +128,6 @@ class AdvertiserAgent(mesa.Agent):
             )
         )
 
-    def record(self, record: RoundRecord) -> None:
-        """Append the outcome of the round that just ended to her history."""
-        if record.round != len(self.history):
-            raise ValueError(
-                f"record.round must be {len(self.history)} for {self.name} (the next round), "
-                f"got {record.round}"
-            )
-        self.history.append(record)
-
     @property
     def last(self) -> RoundRecord:
         if not self.history:

@@ -40,20 +40,19 @@ class RecentRecords(Sequence[RoundRecord]):
     def __len__(self) -> int:
         return self._dropped + len(self._records)
 
-    def append(self, record: RoundRecord) -> None:
-        self._records.append(record)
-        if len(self._records) >= 2 * self.kept:
+    def append(self, record: RoundRecord | tuple) -> None:
+        """Append the next round's record; the market gives it as a row, see `append_row`."""
+        records = self._records
+        records.append(record)
+        if len(records) >= 2 * self.kept:
             self._trim()
 
     def append_row(self, row: tuple) -> None:
         """Append the next round's record given as its field values (`RoundRecord`'s order,
         ``round`` first); the record is built when it is first read."""
-        records = self._records
-        if row[0] != self._dropped + len(records):
+        if row[0] != len(self):
             raise ValueError(f"the next record is round {len(self)}, got round {row[0]}")
-        records.append(row)
-        if len(records) >= 2 * self.kept:
-            self._trim()
+        self.append(row)
 
     def _record(self, position: int) -> RoundRecord:
         """The record at a position of the kept list, built from its row when first read."""
