@@ -156,11 +156,12 @@ def round_sums(data: RunData) -> pd.DataFrame:
     adv = data.advertisers
     row_of = rounds.index.get_indexer(pd.MultiIndex.from_frame(adv[list(KEYS)]))  # -1: none
     known = row_of >= 0
+    known_rows = row_of[known]
     n_rounds = len(rounds)
 
     def summed(values) -> np.ndarray:
         values = np.asarray(values, dtype=float)
-        return np.bincount(row_of[known], weights=values[known], minlength=n_rounds)
+        return np.bincount(known_rows, weights=values[known], minlength=n_rounds)
 
     variant = adv["variant"].to_numpy()
     last = adv.groupby(["variant", "seed"])["round"].transform("max").to_numpy()
