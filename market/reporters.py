@@ -15,7 +15,7 @@ the advertisers) and adds both tables' rows to the collector's Mesa tables with
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import mesa
@@ -29,7 +29,25 @@ if TYPE_CHECKING:
 
 
 class RoundCollector(mesa.DataCollector):
-    """Mesa's DataCollector, with a round's rows of a table added column by column."""
+    """Mesa's DataCollector, with a round's rows of a table added column by column.
+
+    Every reporter here returns a value made for the row it reports (a number, a string, a new
+    list), never live model state, so `collect` stores each value as it is: Mesa's own collect
+    deep-copies every model reporter's value, in case a reporter hands back something the model
+    goes on changing.
+    """
+
+    def __init__(self, model_reporters: Mapping[str, Callable], tables: Mapping[str, list]) -> None:
+        super().__init__(model_reporters=model_reporters, tables=tables)
+        self._columns = [
+            (self.model_vars[name], reporter) for name, reporter in model_reporters.items()
+        ]
+
+    def collect(self, model: mesa.Model) -> None:
+        """One row of every model reporter (the rounds table); this collector has no agent
+        reporters (the advertisers' and auctions' rows come through `add_table_rows`)."""
+        for values, reporter in self._columns:
+            values.append(reporter(model))
 
     def add_table_rows(self, table_name: str, columns: Mapping[str, Sequence]) -> None:
         """Append rows given as columns — every column of the table, all of one length: the
@@ -41,14 +59,6 @@ class RoundCollector(mesa.DataCollector):
             raise ValueError(f"table {table_name!r}: columns of different lengths")
         for name, values in columns.items():
             table[name].extend(values)
-
-
-class Names(list):
-    """A list of names whose deep copy is a plain copy: Mesa deep-copies every model reporter's
-    value, and names are immutable strings."""
-
-    def __deepcopy__(self, memo: dict) -> list[str]:
-        return list(self)
 
 
 def _outcome(model: MarketModel) -> RoundOutcome:
@@ -93,7 +103,7 @@ def n_entrants(model: MarketModel) -> int:
 
 
 def entrants(model: MarketModel) -> list[str]:
-    return Names(_outcome(model).entrants)
+    return list(_outcome(model).entrants)
 
 
 def n_relevant_entrants(model: MarketModel) -> int:
@@ -143,7 +153,8 @@ def ess(model: MarketModel) -> float:
 
 
 def mentioned(model: MarketModel) -> list[str]:
-    return Names(name for name in _outcome(model).entrants if name in model.mentioned_now)
+    mentioned_now = model.mentioned_now
+    return [name for name in _outcome(model).entrants if name in mentioned_now]
 
 
 def engine_seconds(model: MarketModel) -> float:
