@@ -258,8 +258,9 @@ class MarketModel(mesa.Model):
         self.query = self.queries[k]
         # decisions read only past rounds and the query's topic: order-free
         self.agents.do("decide_entry", self.query.topic)
-        present = [i for i, a in enumerate(self.advertisers) if a.entering]
-        absent = [i for i, a in enumerate(self.advertisers) if not a.entering]
+        present, absent = [], []
+        for i, agent in enumerate(self.advertisers):
+            (present if agent.entering else absent).append(i)
         outcome = run_round(
             self.engine,
             self.mechanism,

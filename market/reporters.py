@@ -275,6 +275,8 @@ def realized_utility(model: MarketModel) -> list[float]:
 
 def outside_reward(model: MarketModel) -> list[float]:
     """An observer's true reward for the reply shown without her; NaN for everyone else."""
+    if not len(model.observer_rows):
+        return _each(model, math.nan)
     column = np.full(len(model.advertisers), math.nan)
     column[model.observer_rows] = _outcome(model).outside_rewards
     return column.tolist()

@@ -327,6 +327,22 @@ def test_without_outside_option_absent_advertisers_record_nan(engine):
     assert (~advertisers["entered"]).any()  # some advertiser stayed out at least once
 
 
+def test_nan_floats_are_stored_as_nulls_in_the_drained_tables(engine):
+    """The run folder stores a missing number as null, as pandas writes NaN, whether a column
+    mixes NaN with numbers (offset, expected_reward_without) or holds only NaN."""
+    with MarketModel(scenario(outside_option=False), engine) as model:
+        advertisers = run(model, 8).drain_rows().advertisers
+    entered = np.array(advertisers["entered"].to_pylist())
+    assert entered.any() and not entered.all()
+    for name in ("offset", "expected_reward_without", "outside_reward"):
+        column = advertisers[name].combine_chunks()
+        values = column.to_numpy(zero_copy_only=False)
+        assert not np.isnan(values[column.is_valid().to_numpy(zero_copy_only=False)]).any()
+        missing = ~entered if name != "outside_reward" else np.ones_like(entered)
+        assert column.null_count == missing.sum()
+        np.testing.assert_array_equal(column.is_null().to_numpy(zero_copy_only=False), missing)
+
+
 def test_token_auction_rows(engine):
     model = MarketModel(
         scenario(
