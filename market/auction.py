@@ -229,18 +229,21 @@ def _score_prompts(
 ) -> list[Prompt]:
     """Reference prompt first, then every entrant's and every observer's advertiser prompt.
 
-    A market passes the same query and Bidder objects round after round: the prompts of a
-    query, style, entrant and observer set are kept by those objects' identities (held with
-    them, so the identities stay theirs), which skips hashing every brand each round.
+    A market passes the same query and Brand objects round after round (a bidder whose report
+    strategy draws is a new Bidder each round, with the same Brand): the prompts of a query,
+    style, entrant and observer set are kept by those objects' identities (held with them, so the
+    identities stay theirs), which skips hashing every brand each round.
     """
-    key = (id(query), style, *map(id, bidders), None, *map(id, observers))
+    entrants = [b.brand for b in bidders]
+    outside = [b.brand for b in observers]
+    key = (id(query), style, *map(id, entrants), None, *map(id, outside))
     known = _ROUND_PROMPTS.get(key)
     if known is not None:
         return known[1]
     prompts = [_reference_prompt(query, style)] + [
-        _advertiser_prompt(query, b.brand, style) for b in (*bidders, *observers)
+        _advertiser_prompt(query, brand, style) for brand in (*entrants, *outside)
     ]
-    return _ROUND_PROMPTS.put(key, ((query, tuple(bidders), tuple(observers)), prompts))[1]
+    return _ROUND_PROMPTS.put(key, ((query, tuple(entrants), tuple(outside)), prompts))[1]
 
 
 ROUND_PROMPTS_KEPT = 1024  # entrant sets x queries whose score prompts `_score_prompts` keeps

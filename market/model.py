@@ -244,11 +244,11 @@ class MarketModel(mesa.Model):
     def _bidder(self, index: int) -> Bidder:
         if index not in self._drawing_strategies:
             return self._bidders[index]
-        agent = self.advertisers[index]
+        bidder = self._bidders[index]
         strategy = build_strategy(
             self._drawing_strategies[index], self.streams.rng("strategy", index, self.round)
         )
-        return Bidder(agent.brand, agent.value, strategy)
+        return Bidder(bidder.brand, bidder.value, strategy)
 
     def step(self) -> None:
         """One round: query, entry decisions, the auction, histories, data collection."""

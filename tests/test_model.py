@@ -470,6 +470,24 @@ def test_memory_growth_over_100_000_rounds_stays_under_100_mb():
     assert growth * 99_000 / 1_000 < 100 * 2**20, growth
 
 
+def test_a_drawing_strategys_new_bidder_each_round_reuses_the_rounds_score_prompts(engine):
+    """A report strategy that draws gets a fresh Bidder every round; its Brand stays the same,
+    so the auction's round prompts are found again instead of filling the cache with a new
+    entry (and the round's Generators) every round."""
+    from market import auction
+
+    model = MarketModel(scenario(), engine)
+    try:
+        noisy = next(iter(model._drawing_strategies))
+        first, second = model._bidder(noisy), model._bidder(noisy)
+        assert first is not second and first.brand is second.brand
+        query = model._prompt_queries[0]
+        prompts = auction._score_prompts(query, [first], [], "system")
+        assert auction._score_prompts(query, [second], [], "system") is prompts
+    finally:
+        model.close()
+
+
 def test_recent_records_read_like_the_full_list():
     records = [RoundRecord(round=t, entered=t % 2 == 0, relevant=True) for t in range(100)]
     recent = RecentRecords(10)
