@@ -167,9 +167,15 @@ def mentioned_names(text: str, names: Sequence[str]) -> list[str]:
     lower = text.lower()
     return [
         name
-        for name in names
-        if (not name.isascii() or name.lower() in lower) and mentions(text, name)
+        for name, folded in _folded_names(tuple(names))
+        if (folded is None or folded in lower) and mentions(text, name)
     ]
+
+
+@functools.lru_cache(maxsize=64)
+def _folded_names(names: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+    """Each name with its lower case, or None for a name that is not ASCII."""
+    return tuple((name, name.lower() if name.isascii() else None) for name in names)
 
 
 @functools.lru_cache(maxsize=4096)
