@@ -297,9 +297,7 @@ def _generator_prompt(
     return _context_prompt(query, _listed(query, cast.brands, mechanism.listing, seed), style)
 
 
-def _listed(
-    query: Query, brands: tuple[Brand, ...], listing: str, seed: int
-) -> tuple[Brand, ...]:
+def _listed(query: Query, brands: tuple[Brand, ...], listing: str, seed: int) -> tuple[Brand, ...]:
     """The entrants in π_con's listing order; a shuffled order is drawn from a stream of the
     round's engine seed of its own, so the round's other draws are unchanged and every variant of
     a scenario lists a round's entrants alike."""
