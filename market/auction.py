@@ -236,16 +236,17 @@ class _Cast:
     their value scales v_i and names in the same order, and π_con's prompt listing the entrants
     in entry order.
 
-    A market passes the same query and Bidder objects round after round: a cast is kept by those
-    objects' identities (`_cast`, holding them, so the identities stay theirs), which skips
-    hashing every brand and reading every value each round. Bidders are frozen, so nothing kept
-    goes stale.
+    These depend on each Bidder's brand and value only, never on her strategy, so a cast is kept
+    by the query's and the brands' identities and the values (`_cast`, holding the query and
+    the brands, so the identities stay theirs): rounds whose Bidder objects are new but whose
+    brands and values are not (a strategy drawn anew each round) find their cast, and nothing
+    keeps a round's Bidders alive.
     """
 
     def __init__(
         self, query: Query, bidders: Sequence[Bidder], observers: Sequence[Bidder], style: str
     ) -> None:
-        self.holders = (query, tuple(bidders), tuple(observers))
+        self.query = query
         self.style = style
         everyone = (*bidders, *observers)
         self.prompts = [_reference_prompt(query, style)] + [
@@ -254,20 +255,29 @@ class _Cast:
         self.values = np.array([b.value for b in everyone], dtype=float)
         self.values.setflags(write=False)
         self.brands = tuple(b.brand for b in bidders)
+        self.observer_brands = tuple(b.brand for b in observers)
         self.entrants = tuple(brand.name for brand in self.brands)
-        self.observers = tuple(b.brand.name for b in observers)
+        self.observers = tuple(brand.name for brand in self.observer_brands)
 
     @functools.cached_property
     def entry_context_prompt(self) -> Prompt:
         """π_con's prompt with the entrants listed in entry order (listing "entry")."""
-        return _context_prompt(self.holders[0], self.brands, self.style)
+        return _context_prompt(self.query, self.brands, self.style)
 
 
 def _cast(
     query: Query, bidders: Sequence[Bidder], observers: Sequence[Bidder], style: str
 ) -> _Cast:
-    """The `_Cast` of a query, style, entrant and observer set, kept by their identities."""
-    key = (id(query), style, *map(id, bidders), None, *map(id, observers))
+    """The `_Cast` of a query, style, entrant and observer set, kept by the query's and the
+    brands' identities and the values."""
+    everyone = (*bidders, *observers)
+    key = (
+        id(query),
+        style,
+        len(bidders),
+        *[id(b.brand) for b in everyone],
+        *[b.value for b in everyone],
+    )
     known = _CASTS.get(key)
     if known is not None:
         return known
