@@ -167,9 +167,15 @@ def mentioned_names(text: str, names: Sequence[str]) -> list[str]:
     lower = text.lower()
     return [
         name
-        for name in names
-        if (not name.isascii() or name.lower() in lower) and mentions(text, name)
+        for name, folded in _folded_names(tuple(names))
+        if (folded is None or folded in lower) and mentions(text, name)
     ]
+
+
+@functools.lru_cache(maxsize=64)
+def _folded_names(names: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+    """Each name with its lower case, or None for a name that is not ASCII."""
+    return tuple((name, name.lower() if name.isascii() else None) for name in names)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -224,30 +230,62 @@ def run_round(
     return run(engine, mechanism, query, bidders, sampling, seed, rng, observers)
 
 
-def _score_prompts(
-    query: Query, bidders: Sequence[Bidder], observers: Sequence[Bidder], style: str
-) -> list[Prompt]:
-    """Reference prompt first, then every entrant's and every observer's advertiser prompt.
+class _Cast:
+    """What a round's query, prompt style, entrants and observers alone decide: the score prompts
+    (the reference prompt first, then every entrant's and every observer's advertiser prompt),
+    their value scales v_i and names in the same order, and π_con's prompt listing the entrants
+    in entry order.
 
-    A market passes the same query and Brand objects round after round (a bidder whose report
-    strategy draws is a new Bidder each round, with the same Brand): the prompts of a query,
-    style, entrant and observer set are kept by those objects' identities (held with them, so the
-    identities stay theirs), which skips hashing every brand each round.
+    These depend on each Bidder's brand and value only, never on her strategy, so a cast is kept
+    by the query's and the brands' identities and the values (`_cast`, holding the query and
+    the brands, so the identities stay theirs): rounds whose Bidder objects are new but whose
+    brands and values are not (a strategy drawn anew each round) find their cast, and nothing
+    keeps a round's Bidders alive.
     """
-    entrants = [b.brand for b in bidders]
-    outside = [b.brand for b in observers]
-    key = (id(query), style, *map(id, entrants), None, *map(id, outside))
-    known = _ROUND_PROMPTS.get(key)
+
+    def __init__(
+        self, query: Query, bidders: Sequence[Bidder], observers: Sequence[Bidder], style: str
+    ) -> None:
+        self.query = query
+        self.style = style
+        everyone = (*bidders, *observers)
+        self.prompts = [_reference_prompt(query, style)] + [
+            _advertiser_prompt(query, b.brand, style) for b in everyone
+        ]
+        self.values = np.array([b.value for b in everyone], dtype=float)
+        self.values.setflags(write=False)
+        self.brands = tuple(b.brand for b in bidders)
+        self.observer_brands = tuple(b.brand for b in observers)
+        self.entrants = tuple(brand.name for brand in self.brands)
+        self.observers = tuple(brand.name for brand in self.observer_brands)
+
+    @functools.cached_property
+    def entry_context_prompt(self) -> Prompt:
+        """π_con's prompt with the entrants listed in entry order (listing "entry")."""
+        return _context_prompt(self.query, self.brands, self.style)
+
+
+def _cast(
+    query: Query, bidders: Sequence[Bidder], observers: Sequence[Bidder], style: str
+) -> _Cast:
+    """The `_Cast` of a query, style, entrant and observer set, kept by the query's and the
+    brands' identities and the values."""
+    everyone = (*bidders, *observers)
+    key = (
+        id(query),
+        style,
+        len(bidders),
+        *[id(b.brand) for b in everyone],
+        *[b.value for b in everyone],
+    )
+    known = _CASTS.get(key)
     if known is not None:
-        return known[1]
-    prompts = [_reference_prompt(query, style)] + [
-        _advertiser_prompt(query, brand, style) for brand in (*entrants, *outside)
-    ]
-    return _ROUND_PROMPTS.put(key, ((query, tuple(entrants), tuple(outside)), prompts))[1]
+        return known
+    return _CASTS.put(key, _Cast(query, bidders, observers, style))
 
 
-ROUND_PROMPTS_KEPT = 1024  # entrant sets x queries whose score prompts `_score_prompts` keeps
-_ROUND_PROMPTS = LRU(ROUND_PROMPTS_KEPT)
+CASTS_KEPT = 1024  # entrant sets x queries whose `_Cast` (score prompts, values, names) is kept
+_CASTS = LRU(CASTS_KEPT)
 
 
 # The same prompt objects round after round: prompts are immutable values, and an engine may
@@ -257,18 +295,26 @@ _advertiser_prompt = functools.lru_cache(maxsize=16384)(advertiser_prompt)
 _context_prompt = functools.lru_cache(maxsize=4096)(context_prompt)
 
 
-def _listed(query: Query, brands: list[Brand], listing: str, seed: int) -> tuple[Brand, ...]:
+def _generator_prompt(
+    query: Query, cast: _Cast, mechanism: MosaicMechanism, seed: int, style: str
+) -> Prompt:
+    """The prompt of π_gen (Sec. 4.1): π_con's, listing the entrants in the mechanism's listing
+    order, or the reference prompt."""
+    if mechanism.generator != "context":
+        return _reference_prompt(query, style)
+    if mechanism.listing == "entry":
+        return cast.entry_context_prompt
+    return _context_prompt(query, _listed(query, cast.brands, mechanism.listing, seed), style)
+
+
+def _listed(query: Query, brands: tuple[Brand, ...], listing: str, seed: int) -> tuple[Brand, ...]:
     """The entrants in π_con's listing order; a shuffled order is drawn from a stream of the
     round's engine seed of its own, so the round's other draws are unchanged and every variant of
     a scenario lists a round's entrants alike."""
     if listing == "entry":
-        return tuple(brands)
+        return brands
     stream = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_LISTING_STREAM,)))
     return listing_order(brands, query, listing, stream.permutation(len(brands)).tolist())
-
-
-def _values(bidders: Sequence[Bidder]) -> np.ndarray:
-    return np.array([b.value for b in bidders], dtype=float)
 
 
 def _run_mosaic(
@@ -284,24 +330,19 @@ def _run_mosaic(
     """Algorithm 1 with the payments of Eq. (13) (and the offset of Sec. 5.3 when configured)."""
     clock = EngineClock()
     style = prompt_style(engine)
-    brands = _listed(query, [b.brand for b in bidders], mechanism.listing, seed)
-    generator_prompt: Prompt = (
-        _context_prompt(query, tuple(brands), style)
-        if mechanism.generator == "context"
-        else _reference_prompt(query, style)
-    )
+    cast = _cast(query, bidders, observers, style)
+    generator_prompt = _generator_prompt(query, cast, mechanism, seed, style)
     [candidates] = clock.call(
         engine.generate, [generator_prompt], mechanism.candidates, sampling, seed
     )
-    scores = np.asarray(
-        clock.call(engine.score, _score_prompts(query, bidders, observers, style), candidates),
-        dtype=float,
-    )
+    scores = np.asarray(clock.call(engine.score, cast.prompts, candidates), dtype=float)
     n = len(bidders)
     log_ref = scores[0]
     # The importance weight uses the probability under the sampler actually used (Alg. 1, l. 3).
     log_gen = np.array([c.proposal_logprob for c in candidates], dtype=float)
-    true_rewards = rewards_from_scores(_values(bidders), scores[1 : 1 + n], log_ref)
+    # entrants' rows, then observers'
+    rewards = rewards_from_scores(cast.values, scores[1:], log_ref)
+    true_rewards, observer_rewards = rewards[:n], rewards[n:]
     if all(b.truthful for b in bidders):
         reported = true_rewards
     else:
@@ -315,13 +356,12 @@ def _run_mosaic(
     else:  # the mechanism saw reports; what she gets is measured with her true rewards
         expected = expectation(outcome.allocation, true_rewards)
         without = _expected_rewards_without(mechanism, reported, true_rewards, log_ref, log_gen)
-    observer_rewards = rewards_from_scores(_values(observers), scores[1 + n :], log_ref)
     return RoundOutcome(
         mechanism="mosaic",
         generator=mechanism.generator,
         query=query.text,
-        entrants=tuple(b.brand.name for b in bidders),
-        observers=tuple(b.brand.name for b in observers),
+        entrants=cast.entrants,
+        observers=cast.observers,
         candidates=tuple(candidates),
         log_ref=log_ref,
         log_gen=log_gen,
@@ -375,7 +415,7 @@ def _run_token_auction(
     clock = EngineClock()
     style = prompt_style(engine)
     n = len(bidders)
-    step_prompts = _score_prompts(query, bidders, (), style)
+    step_prompts = _cast(query, bidders, (), style).prompts
     bids = np.array([b.bid() for b in bidders], dtype=float)
     use_reference = mechanism.reference_weight > 0
     max_tokens = mechanism.max_tokens or sampling.max_new_tokens
@@ -406,20 +446,18 @@ def _run_token_auction(
         proposal_logprob=proposal_logprob,
         model_logprob=math.nan,
     )
-    scores = np.asarray(
-        clock.call(engine.score, _score_prompts(query, bidders, observers, style), [reply]),
-        dtype=float,
-    )
+    cast = _cast(query, bidders, observers, style)
+    scores = np.asarray(clock.call(engine.score, cast.prompts, [reply]), dtype=float)
     log_ref = scores[0]
-    true_rewards = rewards_from_scores(_values(bidders), scores[1 : 1 + n], log_ref)
-    observer_rewards = rewards_from_scores(_values(observers), scores[1 + n :], log_ref)
+    rewards = rewards_from_scores(cast.values, scores[1:], log_ref)  # entrants, then observers
+    true_rewards, observer_rewards = rewards[:n], rewards[n:]
     reply = dataclasses.replace(reply, model_logprob=float(log_ref[0]))
     return RoundOutcome(
         mechanism="token_auction",
         generator="token",
         query=query.text,
-        entrants=tuple(b.brand.name for b in bidders),
-        observers=tuple(b.brand.name for b in observers),
+        entrants=cast.entrants,
+        observers=cast.observers,
         candidates=(reply,),
         log_ref=log_ref,
         log_gen=np.array([proposal_logprob]),

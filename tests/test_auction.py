@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -394,3 +396,44 @@ def test_a_listing_order_leaves_the_round_s_other_draws_alone():
         assert [c.text for c in other.candidates] == [c.text for c in fixed.candidates]
         np.testing.assert_array_equal(other.payments, fixed.payments)
         assert other.returned == fixed.returned
+
+
+def test_a_round_is_the_same_whether_its_prompts_and_values_were_kept_or_built_anew():
+    """The auction keeps a round's score prompts, values and names by its Bidder objects'
+    identities: a repeated round, and the same round with equal but new Bidder objects, give the
+    same numbers; entrants' and observers' rewards are those of their own score rows."""
+    query = Query(QUERY, "music")
+    entrants, observers = bidders((MUSIC, 1.0), (KITCHEN, 2.5)), bidders((TUNE, 1.5))
+
+    def play(entrants, observers):
+        return run_round(
+            SyntheticEngine(CATALOG),
+            mosaic(),
+            query,
+            entrants,
+            SAMPLING,
+            seed=3,
+            rng=np.random.default_rng(5),
+            observers=observers,
+        )
+
+    first = play(entrants, observers)
+    for again in (play(entrants, observers), play(list(map(copy.copy, entrants)), observers)):
+        assert (again.entrants, again.observers, again.returned) == (
+            first.entrants,
+            first.observers,
+            first.returned,
+        )
+        for name in ("rewards", "allocation", "payments", "offsets", "outside_rewards"):
+            np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    scores = SyntheticEngine(CATALOG).score(
+        [reference_prompt(query)] + [advertiser_prompt(query, b.brand) for b in entrants],
+        list(first.candidates),
+    )
+    np.testing.assert_array_equal(
+        first.rewards, rewards_from_scores(np.array([1.0, 2.5]), scores[1:], scores[0])
+    )
+    tune = SyntheticEngine(CATALOG).score(
+        [reference_prompt(query), advertiser_prompt(query, TUNE)], [first.reply]
+    )
+    assert first.outside_rewards[0] == 1.5 * (tune[1, 0] - tune[0, 0])

@@ -472,7 +472,7 @@ def test_memory_growth_over_100_000_rounds_stays_under_100_mb():
 
 def test_a_drawing_strategys_new_bidder_each_round_reuses_the_rounds_score_prompts(engine):
     """A report strategy that draws gets a fresh Bidder every round; its Brand stays the same,
-    so the auction's round prompts are found again instead of filling the cache with a new
+    so the auction's round cast (its score prompts) is found again instead of filling the cache with a new
     entry (and the round's Generators) every round."""
     from market import auction
 
@@ -482,8 +482,8 @@ def test_a_drawing_strategys_new_bidder_each_round_reuses_the_rounds_score_promp
         first, second = model._bidder(noisy), model._bidder(noisy)
         assert first is not second and first.brand is second.brand
         query = model._prompt_queries[0]
-        prompts = auction._score_prompts(query, [first], [], "system")
-        assert auction._score_prompts(query, [second], [], "system") is prompts
+        cast = auction._cast(query, [first], [], "system")
+        assert auction._cast(query, [second], [], "system") is cast
     finally:
         model.close()
 

@@ -151,34 +151,72 @@ def mosaic_outcome(
     else:
         rewards, log_ref, log_gen = _check_inputs(rewards, log_ref, log_gen)
         log_weight = _log_importance_weight(log_ref, log_gen)
+    return _outcome(rewards, log_weight, tau, bool(offset), finite=finite is not None)
 
-    logits = np.add.reduce(rewards, axis=0)
+
+def _outcome(
+    rewards: np.ndarray, log_weight: np.ndarray, tau: float, offset: bool, *, finite: bool
+) -> MosaicOutcome:
+    """`mosaic_outcome` on checked inputs: C-ordered float ``rewards`` (n, M) without NaN or +inf,
+    ``log_weight`` = log π_ref − log π_gen (M,); ``finite``: no reward is −inf.
+
+    The n + 1 + n logits whose logsumexp the mechanism needs — every advertiser's own logits
+    r_i/τ + β_{-i} (eq. 4 / 12), the allocation's logits (eq. 11) and the others' β_{-i} (the
+    offset, Sec. 5.3, and softmax(β_{-i}) of eq. 15) — are rows of one array, so each step of the
+    logsumexp is one numpy call for all of them.
+    """
+    n, m = rewards.shape
+    stack = np.empty((2 * n + 1, m))
+    own, logits, beta = stack[:n], stack[n], stack[n + 1 :]
+    np.add.reduce(rewards, axis=0, out=logits)
     if tau != 1.0:  # x / 1 is x
         logits /= tau
     logits += log_weight
-    if not np.isfinite(logits).any():
+    if n:
+        # β_{-i} = Σ_{k<i} + Σ_{k>i} of r_k/τ, plus log_weight, as in `others_logits`; the
+        # rows of ``own`` hold the sums over k > i until they are overwritten
+        scaled = rewards / tau if tau != 1.0 else rewards
+        beta[0] = 0.0
+        np.add.accumulate(scaled[:-1], axis=0, out=beta[1:])
+        own[-1] = 0.0
+        np.add.accumulate(scaled[:0:-1], axis=0, out=own[-2::-1])
+        beta += own
+        beta += log_weight
+        np.add(scaled, beta, out=own)
+    peak = np.maximum.reduce(stack, axis=1, keepdims=True)
+    top = float(peak[n, 0])
+    if not math.isfinite(top) and (top == -math.inf or not np.isfinite(logits).any()):
         raise ValueError(
             "every candidate has logit -inf (log_ref = -inf or some reward = -inf on all of them), "
             "so no candidate can be returned; generate candidates the reference LLM can produce"
         )
-    allocation = softmax(logits)
-
-    beta = others_logits(rewards, log_weight, tau)
-    # log Σ_j exp of each advertiser's own logits (eq. 4 / 12) and of the others' β_{-i} (the
-    # offset, Sec. 5.3, and softmax(β_{-i}) of eq. 15): one row-wise logsumexp over both
-    n = rewards.shape[0]
-    both = np.empty((2 * n, rewards.shape[1]))
-    np.add(rewards / tau if tau != 1.0 else rewards, beta, out=both[:n])  # own logits
-    both[n:] = beta
-    lse = logsumexp(both, axis=1)
+    # one row-wise logsumexp over all 2n + 1 rows (`logsumexp`, in the same steps)
+    if np.count_nonzero(np.isfinite(peak)) == peak.shape[0]:
+        lse = _log_sum_exp_shifted(stack, peak, 1)
+    else:
+        peak = np.where(np.isfinite(peak), peak, 0.0)
+        with np.errstate(divide="ignore"):
+            lse = _log_sum_exp_shifted(stack, peak, 1)
+    lse += peak
+    lse = lse[:, 0]
+    # softmax of the allocation's logits (eq. 11) and of every β_{-i} (eq. 15), in one go
+    probabilities = np.subtract(stack[n:], lse[n:, None])
+    np.exp(probabilities, out=probabilities)
+    allocation = probabilities[0]
+    # allocation · r_i and softmax(β_{-i}) · r_i (eq. 15), their products side by side
+    if finite:  # no 0 · (−inf) to count as 0
+        terms = np.empty((2 * n, m))
+        np.multiply(allocation, rewards, out=terms[:n])
+        np.multiply(probabilities[1:], rewards, out=terms[n:])
+        sums = np.add.reduce(terms, axis=1)
+        expected_rewards, without = sums[:n], sums[n:]
+    else:
+        expected_rewards = expectation(allocation, rewards)
+        without = expectation(probabilities[1:], rewards)
     rochet = tau * lse[:n] if tau != 1.0 else lse[:n]  # 1 · x is x
-    offsets = 0.0 - (tau * lse[n:] if tau != 1.0 else lse[n:]) if offset else np.zeros(n)
-    expected_rewards = expectation(allocation, rewards)
+    offsets = 0.0 - (tau * lse[n + 1 :] if tau != 1.0 else lse[n + 1 :]) if offset else np.zeros(n)
     payments = expected_rewards - rochet
     payments -= offsets
-    # softmax(β_{-i}) · r_i (eq. 15)
-    others = np.subtract(beta, lse[n:, None], out=beta)
-    without = expectation(np.exp(others, out=others), rewards)
 
     return MosaicOutcome(
         allocation=_frozen(allocation),
@@ -189,7 +227,7 @@ def mosaic_outcome(
         offsets=_frozen(offsets),
         expected_rewards_without=_frozen(without),
         tau=tau,
-        offset=bool(offset),
+        offset=offset,
     )
 
 
@@ -231,6 +269,8 @@ def optimal_distribution(log_ref: np.ndarray, total_rewards: np.ndarray, tau: fl
 
 
 def _check_tau(tau: float) -> float:
+    if type(tau) is float and 0.0 < tau < math.inf:  # the common case, at the cost of one test
+        return tau
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
         raise ValueError(f"tau must be a positive finite number, got {tau!r}")
     tau = float(tau)
@@ -256,17 +296,25 @@ def _finite_inputs(
     """The inputs as C-ordered float arrays when they are well shaped and every entry is finite
     (then nothing else needs checking); None otherwise (`_check_inputs` says what is wrong)."""
     try:
-        rewards, log_ref, log_gen = (
-            np.asarray(a, dtype=float, order="C") for a in (rewards, log_ref, log_gen)
-        )
+        rewards = np.asarray(rewards, dtype=float, order="C")
+        log_ref = np.asarray(log_ref, dtype=float, order="C")
+        log_gen = np.asarray(log_gen, dtype=float, order="C")
     except (TypeError, ValueError):
         return None
     m = log_ref.shape[0] if log_ref.ndim == 1 else 0
     if not (m and log_gen.shape == (m,) and rewards.ndim == 2 and rewards.shape[1] == m):
         return None
-    if np.isfinite(log_ref).all() and np.isfinite(log_gen).all() and np.isfinite(rewards).all():
+    if (
+        _count_finite(log_ref) == m
+        and _count_finite(log_gen) == m
+        and _count_finite(rewards) == rewards.size
+    ):
         return rewards, log_ref, log_gen
     return None
+
+
+def _count_finite(array: np.ndarray) -> int:
+    return np.count_nonzero(np.isfinite(array))
 
 
 def _check_inputs(
