@@ -26,7 +26,6 @@ result); a prompt's sampler and its draws are `sampler.Sampler`.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from itertools import chain
 
@@ -37,6 +36,7 @@ from market.engines.checks import check_prompt_style
 from market.engines.synthetic.oracle import ExactOracle
 from market.engines.synthetic.phrases import TOPIC_TEMPLATES
 from market.engines.synthetic.sampler import KNOWN_REPLIES, Sampler
+from market.engines.synthetic.scored import ScoredStack
 from market.engines.synthetic.world import World, require
 from market.lru import LRU
 from market.prompts import Brand, Prompt, Query
@@ -46,7 +46,7 @@ MODEL_NAME = "synthetic-v1"
 # each: the sampler's log-probs and CDFs, the model's log-probs) and the oracle's. A few dozen with the defaults: memory stays flat while entrant sets, and
 # so generator prompts, keep changing.
 FULL_TABLE_BYTES = 32 * 2**20
-STACKS = 64  # stacked compact models of recent score calls (a few MB)
+STACKS = 64  # recent score calls' prompts: compact models stacked, replies' scores (a few MB)
 
 
 class SyntheticEngine(ExactOracle):
@@ -166,9 +166,7 @@ class SyntheticEngine(ExactOracle):
         self._eos = self.world.eos
         self._chains = LRU(cache_size)  # compact models: (max_len + 1) x (2V + 1) floats each
         self._by_prompt = LRU(cache_size)  # id(prompt) -> (prompt, its compact model)
-        self._stacks = LRU(STACKS)  # prompt ids -> (prompts, their compact models stacked)
-        self._drawn: tuple[list[Candidate], tuple] = ([], ())  # the last replies drawn, steps
-        self._widths: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # `_positions`
+        self._stacks = LRU(STACKS)  # prompt ids -> their `ScoredStack`
         # full tables, V + 1 times larger: the sampler's of the recent generator prompts, the
         # oracle's; a few, so that memory stays flat when entrant sets keep changing
         table_bytes = (max_len + 1) * (self.vocab_size + 1) * self.vocab_size * 8
@@ -232,16 +230,17 @@ class SyntheticEngine(ExactOracle):
         self._by_prompt.put(id(prompt), (prompt, chain))  # holds the prompt: its id stays its own
         return chain
 
-    def _stacked_chains(self, prompts: Sequence[Prompt]) -> np.ndarray:
-        """The prompts' `_chain`s stacked (K, max_len + 1, 2V + 1), cached by the prompt objects
-        (the auction scores the same prompt objects round after round)."""
+    def _scored(self, prompts: Sequence[Prompt]) -> ScoredStack:
+        """The prompts' `_chain`s stacked (K, max_len + 1, 2V + 1) with the scores of replies
+        scored before (`ScoredStack`), cached by the prompt objects (the auction scores the same
+        prompt objects round after round)."""
         key = tuple(map(id, prompts))
         seen = self._stacks.get(key)
         if seen is not None:
-            return seen[1]
+            return seen
         stacked = np.stack([self._chain(p) for p in prompts])
         stacked.setflags(write=False)
-        return self._stacks.put(key, (tuple(prompts), stacked))[1]  # holds them: ids stay theirs
+        return self._stacks.put(key, ScoredStack(prompts, stacked))  # holds them: ids stay theirs
 
     def _table(self, prompt: Prompt) -> np.ndarray:
         """Exact next-token log-probs (max_len + 1, V + 1, V) of a prompt (`World.table`)."""
@@ -267,17 +266,6 @@ class SyntheticEngine(ExactOracle):
     def _new_sampler_tables(self, prompt: Prompt, params: SamplingParams) -> Sampler:
         full = self.world.expand(self._chain(prompt))
         return Sampler.of(full, params.temperature, params.top_p)
-
-    def _positions(self, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The table position of each step of a reply ``width`` steps wide (clipped to max_len)
-        and the step indices (1, width), read-only, made once per width."""
-        known = self._widths.get(width)
-        if known is None:
-            columns = np.arange(width)
-            known = self._widths[width] = (np.minimum(columns, self.max_len), columns[None, :])
-            for array in known:
-                array.setflags(write=False)
-        return known
 
     def _as_ids(self, token_ids: Sequence[int], what: str) -> tuple[int, ...]:
         try:
@@ -348,7 +336,8 @@ class SyntheticEngine(ExactOracle):
 
         Each step's log-prob is the `World.table` entry, computed the same way: logit, minus the
         repeat penalty when the token repeats the previous one, minus the normaliser; −inf where
-        the normaliser is −inf (after EOS).
+        the normaliser is −inf (after EOS). The sum runs over the steps in order (a cumulative
+        sum: ``sum`` regroups from eight terms on), so a reply's score is the same in any batch.
         """
         position, prev, tokens, valid = steps
         V = self.vocab_size
@@ -362,7 +351,7 @@ class SyntheticEngine(ExactOracle):
         else:
             finite = np.isfinite(lse)
             logprobs = np.where(finite, logits - np.where(finite, lse, 0.0), -np.inf)
-        return np.where(valid, logprobs, 0.0).sum(axis=-1)
+        return np.where(valid, logprobs, 0.0).cumsum(axis=-1)[..., -1]
 
     def score(
         self, prompts: Sequence[Prompt], replies: Sequence[Candidate | str | Sequence[int]]
@@ -371,17 +360,29 @@ class SyntheticEngine(ExactOracle):
 
         A Candidate is scored by its token ids, a str is parsed as a complete reply (EOS appended),
         a sequence of ints is taken as is. Replies the model cannot produce score −inf. One
-        vectorised gather scores every prompt and reply (`_chain_logprobs`).
+        vectorised gather scores every prompt and every reply these prompts have not scored
+        before (`_chain_logprobs`); the others' scores are read back (`ScoredStack`). Row-major,
+        as callers slice it by prompt.
         """
         if not prompts or not replies:
             for reply in replies:
                 self._reply_ids(reply)
             return np.zeros((len(prompts), len(replies)))
-        drawn, steps = self._drawn
-        if len(drawn) != len(replies) or not all(map(operator.is_, drawn, replies)):
-            steps = self._steps(replies)  # not the candidates just generated
-        scores = self._chain_logprobs(self._stacked_chains(prompts), steps)
-        return np.ascontiguousarray(scores)  # row-major, as callers slice it by prompt
+        stack = self._scored(prompts)
+        found = stack.find(replies)
+        if None not in found:
+            return stack.take(found)
+        new = [k for k, column in enumerate(found) if column is None]
+        steps = self._steps([replies[k] for k in new])
+        fresh = self._chain_logprobs(stack.chains, steps)
+        _, _, tokens, valid = steps
+        ids = [tuple(t[:n]) for t, n in zip(tokens.tolist(), valid.sum(axis=1).tolist())]
+        stack.remember(ids, fresh)
+        scores = np.empty((len(prompts), len(replies)))
+        scores[:, new] = fresh
+        old = [k for k, column in enumerate(found) if column is not None]
+        scores[:, old] = stack.take([found[k] for k in old])
+        return scores
 
     def next_token_logprobs(
         self, prompts: Sequence[Prompt], prefixes: Sequence[Sequence[int]]
@@ -454,26 +455,17 @@ class SyntheticEngine(ExactOracle):
         steps = cap + 1 if cap == self.max_len else cap  # the forced EOS after max_len segments
         uniforms = np.random.default_rng(seeds).random((n, steps)).tolist()
         eos = self._eos
-        drawn, tokens, previous = sampler.draw(uniforms, eos)
-        lengths = np.fromiter(map(len, drawn), np.int64, count=n)
-        position, columns = self._positions(steps)
-        valid = columns < lengths[:, None]
-        padded = np.zeros((n, steps), dtype=np.int64)
-        padded[valid] = tokens
-        before = np.zeros_like(padded)
-        before[valid] = previous
-        candidates = [sampler.replies.get(ids) for ids in drawn]
+        drawn = sampler.draw(uniforms, eos)
+        known = sampler.replies
+        candidates = [known.get(ids) for ids in drawn]
         if None in candidates:  # replies not drawn before: their two log-probs
-            logprobs = np.where(valid, sampler.tables[:, position, before, padded], 0.0)
-            proposal, model = logprobs.sum(axis=-1).tolist()
+            new = list(dict.fromkeys(ids for ids, c in zip(drawn, candidates) if c is None))
+            proposal, model = sampler.logprobs(new, steps)
             texts = self.segment_texts
-            for k, ids in enumerate(drawn):
-                if candidates[k] is None:
-                    words = ids[:-1] if ids[-1] == eos else ids
-                    candidates[k] = Candidate(
-                        " ".join([texts[i] for i in words]), ids, proposal[k], model[k]
-                    )
-                    sampler.remember(ids, candidates[k])
-        # a score call on these very candidates reads their steps from here (`score`)
-        self._drawn = (candidates, (position, before, padded, valid))
+            made = {}
+            for ids, p, m in zip(new, proposal, model, strict=True):
+                words = ids[:-1] if ids[-1] == eos else ids
+                made[ids] = Candidate(" ".join([texts[i] for i in words]), ids, p, m)
+                sampler.remember(ids, made[ids])
+            candidates = [c if c is not None else made[ids] for ids, c in zip(drawn, candidates)]
         return candidates

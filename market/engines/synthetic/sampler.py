@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -70,30 +71,39 @@ class Sampler:
         cdf.setflags(write=False)
         return cls(tables, cdf, [CdfRows(rows) for rows in cdf])
 
-    def draw(
-        self, uniforms: Sequence[Sequence[float]], eos: int
-    ) -> tuple[list[tuple[int, ...]], list[int], list[int]]:
-        """Replies by inverse CDF, one uniform per step: the token is the number of entries of
-        its CDF row at or below the uniform; a reply ends at ``eos`` or when its uniforms do.
-
-        Returns the replies' token ids, and every step's token and the token before it (V, the
-        vocabulary size, before the first: the start row), reply after reply.
+    def draw(self, uniforms: Sequence[Sequence[float]], eos: int) -> list[tuple[int, ...]]:
+        """Replies' token ids by inverse CDF, one uniform per step: the token is the number of
+        entries of its CDF row at or below the uniform; a reply ends at ``eos`` or when its
+        uniforms do. The first step reads the start row (previous token V, the vocabulary size).
         """
         V = self.cdfs.shape[-1]
-        drawn, tokens, previous = [], [], []
+        drawn = []
         for reply in uniforms:
-            ids, prev = [], V  # V: the start of the reply
+            ids, prev = [], V
             for rows, u in zip(self.rows, reply, strict=False):  # steps <= max_len + 1 rows
-                previous.append(prev)
                 prev = bisect.bisect_right(rows[prev], u)
-                if prev == V:  # only a row that is never drawn from (not a CDF) gives V
-                    prev = eos
-                ids.append(prev)
-                if prev == eos:
+                if prev >= eos:  # EOS, or V from a row that is never drawn from (not a CDF)
+                    ids.append(eos)
                     break
+                ids.append(prev)
             drawn.append(tuple(ids))
-            tokens += ids
-        return drawn, tokens, previous
+        return drawn
+
+    def logprobs(
+        self, replies: Sequence[tuple[int, ...]], width: int
+    ) -> tuple[list[float], list[float]]:
+        """Σ_t log p(y_t | t, y_{t−1}) of replies ``width`` steps wide at most, under the sampler
+        and under the model: two lists, one entry per reply."""
+        V = self.cdfs.shape[-1]
+        lengths = np.fromiter(map(len, replies), np.int64, count=len(replies))
+        valid = np.arange(width) < lengths[:, None]
+        tokens = np.zeros((len(replies), width), dtype=np.int64)
+        tokens[valid] = np.fromiter(chain.from_iterable(replies), np.int64)
+        before = np.full_like(tokens, V)  # the start row before the first step
+        before[:, 1:] = tokens[:, :-1]
+        logprobs = np.where(valid, self.tables[:, np.arange(width), before, tokens], 0.0)
+        proposal, model = logprobs.sum(axis=-1).tolist()
+        return proposal, model
 
     def remember(self, ids: tuple[int, ...], candidate: Candidate) -> None:
         """Keep a drawn candidate for reuse, up to `KNOWN_REPLIES`."""
