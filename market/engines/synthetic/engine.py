@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import chain
 
 import numpy as np
 
@@ -46,6 +45,7 @@ MODEL_NAME = "synthetic-v1"
 # each: the sampler's log-probs and CDFs, the model's log-probs) and the oracle's. A few dozen with the defaults: memory stays flat while entrant sets, and
 # so generator prompts, keep changing.
 FULL_TABLE_BYTES = 32 * 2**20
+STEP_REPLIES = 8192  # replies whose steps are kept (`_reply_steps`, a few hundred bytes each)
 STACKS = 64  # recent score calls' prompts: compact models stacked, replies' scores (a few MB)
 
 
@@ -167,6 +167,8 @@ class SyntheticEngine(ExactOracle):
         self._chains = LRU(cache_size)  # compact models: (max_len + 1) x (2V + 1) floats each
         self._by_prompt = LRU(cache_size)  # id(prompt) -> (prompt, its compact model)
         self._stacks = LRU(STACKS)  # prompt ids -> their `ScoredStack`
+        self._step_cache = LRU(STEP_REPLIES)  # reply ids -> `_reply_steps`
+        self._vocabulary = frozenset(range(self.vocab_size))
         # full tables, V + 1 times larger: the sampler's of the recent generator prompts, the
         # oracle's; a few, so that memory stays flat when entrant sets keep changing
         table_bytes = (max_len + 1) * (self.vocab_size + 1) * self.vocab_size * 8
@@ -287,37 +289,63 @@ class SyntheticEngine(ExactOracle):
 
     def _steps(
         self, replies: Sequence[Candidate | str | Sequence[int]]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Where every step of every reply reads a table: (position, previous, token, valid).
-
-        ``position`` is (W,), the others (R, W) over replies padded to the longest (W); the
-        previous token of the first step is V (the start). The ids of all replies are checked at
-        once; a reply that fails the check is checked alone, for its error message.
+    ) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray, np.ndarray]:
+        """The replies' checked token ids and where their steps read a flattened compact model
+        (`_chain_logprobs`): (ids, logit index, normaliser index, penalty), the last three
+        (R, W) over replies padded to the longest (W), built from `_reply_steps`. A padding step
+        reads position 0's start normaliser (finite) as both, so its log-prob is 0.
         """
-        ids = [
-            r.token_ids if type(r) is Candidate else r if type(r) is tuple else self._reply_ids(r)
-            for r in replies
-        ]
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         try:
-            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-            checked = flat.size == 0 or (flat.min() >= 0 and flat.max() < self.vocab_size)
-        except (TypeError, ValueError, OverflowError):
-            checked = False
-        if not checked:
-            ids = [self._reply_ids(r) for r in replies]
-            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-        width = max(1, int(lengths.max(initial=0)))
-        valid = np.arange(width) < lengths[:, None]
-        tokens = np.zeros((len(ids), width), dtype=np.int64)
-        tokens[valid] = flat
-        prev = np.empty_like(tokens)
-        prev[:, 0] = self.vocab_size
-        prev[:, 1:] = tokens[:, :-1]
-        # Past max_len every step is −inf already: the last segment's successor must be EOS and
-        # nothing follows EOS, so clipping the position index keeps the result exact.
-        position = np.minimum(np.arange(width), self.max_len)
-        return position, prev, tokens, valid
+            ids = [
+                r.token_ids if type(r) is Candidate else r if type(r) is tuple else None
+                for r in replies
+            ]
+            steps = [self._step_cache.get(reply) for reply in ids]
+        except TypeError:  # unhashable ids: checked below
+            ids, steps = [None] * len(replies), [None] * len(replies)
+        for k, found in enumerate(steps):
+            if found is None:
+                reply = ids[k]
+                if reply is None or not self._vocabulary.issuperset(reply):
+                    reply = self._reply_ids(replies[k])  # checked alone: its error message
+                ids[k] = reply = tuple(map(int, reply))
+                steps[k] = self._reply_steps(reply)
+        width = max(1, max(map(len, ids)))
+        pad = 2 * self.vocab_size
+        logits, normalisers, penalties = [], [], []
+        for reply, (logit, normaliser, penalty) in zip(ids, steps, strict=True):
+            logits += logit
+            normalisers += normaliser
+            penalties += penalty
+            if len(reply) < width:
+                fill = width - len(reply)
+                logits += [pad] * fill
+                normalisers += [pad] * fill
+                penalties += [0.0] * fill
+        shape = (len(ids), width)
+        return (
+            ids,
+            np.array(logits, dtype=np.intp).reshape(shape),
+            np.array(normalisers, dtype=np.intp).reshape(shape),
+            np.array(penalties).reshape(shape),
+        )
+
+    def _reply_steps(self, ids: tuple[int, ...]) -> tuple[list[int], list[int], list[float]]:
+        """Where each step of a checked reply reads a compact model flattened per prompt, kept
+        for the replies scored before: the logit's column, pos·(2V + 1) + y_t; the normaliser's,
+        pos·(2V + 1) + V + y_{t−1} (y_{−1} = V, the start); the repeat penalty when y_t = y_{t−1}
+        (0 otherwise: x − 0.0 is x). Past max_len every step is −inf already (the last segment's
+        successor must be EOS and nothing follows EOS), so pos = min(t, max_len) keeps it exact.
+        """
+        V, stride, repeat = self.vocab_size, 2 * self.vocab_size + 1, self._p["repeat_penalty"]
+        logits, normalisers, penalties, prev = [], [], [], V
+        for t, token in enumerate(ids):
+            row = min(t, self.max_len) * stride
+            logits.append(row + token)
+            normalisers.append(row + V + prev)
+            penalties.append(repeat if token == prev else 0.0)
+            prev = token
+        return self._step_cache.put(ids, (logits, normalisers, penalties))
 
     def _sequence_logprobs(
         self, table: np.ndarray, padded: np.ndarray, lengths: np.ndarray
@@ -339,19 +367,16 @@ class SyntheticEngine(ExactOracle):
         the normaliser is −inf (after EOS). The sum runs over the steps in order (a cumulative
         sum: ``sum`` regroups from eight terms on), so a reply's score is the same in any batch.
         """
-        position, prev, tokens, valid = steps
-        V = self.vocab_size
+        _, logit, normaliser, penalty = steps
         flat = chains.reshape(len(chains), -1)
-        row = position * (2 * V + 1)
-        # x − 0.0 is x: subtracting the penalty times [token = prev] penalises repeats only
-        logits = flat[:, row + tokens] - self._p["repeat_penalty"] * (tokens == prev)
-        lse = flat[:, row + (V + prev)]
+        logits = flat[:, logit] - penalty
+        lse = flat[:, normaliser]
         if np.isfinite(lse).all():
             logprobs = logits - lse
         else:
             finite = np.isfinite(lse)
             logprobs = np.where(finite, logits - np.where(finite, lse, 0.0), -np.inf)
-        return np.where(valid, logprobs, 0.0).cumsum(axis=-1)[..., -1]
+        return logprobs.cumsum(axis=-1)[..., -1]
 
     def score(
         self, prompts: Sequence[Prompt], replies: Sequence[Candidate | str | Sequence[int]]
@@ -375,9 +400,7 @@ class SyntheticEngine(ExactOracle):
         new = [k for k, column in enumerate(found) if column is None]
         steps = self._steps([replies[k] for k in new])
         fresh = self._chain_logprobs(stack.chains, steps)
-        _, _, tokens, valid = steps
-        ids = [tuple(t[:n]) for t, n in zip(tokens.tolist(), valid.sum(axis=1).tolist())]
-        stack.remember(ids, fresh)
+        stack.remember(steps[0], fresh)
         scores = np.empty((len(prompts), len(replies)))
         scores[:, new] = fresh
         old = [k for k, column in enumerate(found) if column is not None]
@@ -459,13 +482,15 @@ class SyntheticEngine(ExactOracle):
         known = sampler.replies
         candidates = [known.get(ids) for ids in drawn]
         if None in candidates:  # replies not drawn before: their two log-probs
-            new = list(dict.fromkeys(ids for ids, c in zip(drawn, candidates) if c is None))
-            proposal, model = sampler.logprobs(new, steps)
+            new = [ids for ids in dict.fromkeys(drawn) if ids not in known]
+            proposal, model = sampler.logprobs(new)
             texts = self.segment_texts
             made = {}
             for ids, p, m in zip(new, proposal, model, strict=True):
                 words = ids[:-1] if ids[-1] == eos else ids
                 made[ids] = Candidate(" ".join([texts[i] for i in words]), ids, p, m)
                 sampler.remember(ids, made[ids])
-            candidates = [c if c is not None else made[ids] for ids, c in zip(drawn, candidates)]
+            candidates = [
+                made[ids] if c is None else c for ids, c in zip(drawn, candidates, strict=True)
+            ]
         return candidates

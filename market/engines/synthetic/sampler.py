@@ -11,14 +11,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 
 import numpy as np
 
 from market.engines.base import Candidate
 from market.engines.synthetic.world import log_normalise
 
-KNOWN_REPLIES = 128  # candidates a sampler keeps to reuse (the most likely come first)
+KNOWN_REPLIES = 1024  # replies a sampler (and a score stack) keeps to reuse: the first drawn
 
 
 def sampler_logprobs(logprobs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
@@ -89,20 +88,20 @@ class Sampler:
             drawn.append(tuple(ids))
         return drawn
 
-    def logprobs(
-        self, replies: Sequence[tuple[int, ...]], width: int
-    ) -> tuple[list[float], list[float]]:
-        """Σ_t log p(y_t | t, y_{t−1}) of replies ``width`` steps wide at most, under the sampler
-        and under the model: two lists, one entry per reply."""
-        V = self.cdfs.shape[-1]
-        lengths = np.fromiter(map(len, replies), np.int64, count=len(replies))
-        valid = np.arange(width) < lengths[:, None]
-        tokens = np.zeros((len(replies), width), dtype=np.int64)
-        tokens[valid] = np.fromiter(chain.from_iterable(replies), np.int64)
-        before = np.full_like(tokens, V)  # the start row before the first step
-        before[:, 1:] = tokens[:, :-1]
-        logprobs = np.where(valid, self.tables[:, np.arange(width), before, tokens], 0.0)
-        proposal, model = logprobs.sum(axis=-1).tolist()
+    def logprobs(self, replies: Sequence[tuple[int, ...]]) -> tuple[list[float], list[float]]:
+        """Σ_t log p(y_t | t, y_{t−1}) of drawn replies under the sampler and under the model,
+        summed in step order, as `SyntheticEngine.score` sums: two lists, one entry a reply."""
+        read, start = self.tables.item, self.cdfs.shape[-1]
+        proposal, model = [], []
+        for ids in replies:
+            sampled = exact = 0.0
+            prev = start
+            for t, token in enumerate(ids):
+                sampled += read(0, t, prev, token)
+                exact += read(1, t, prev, token)
+                prev = token
+            proposal.append(sampled)
+            model.append(exact)
         return proposal, model
 
     def remember(self, ids: tuple[int, ...], candidate: Candidate) -> None:

@@ -14,19 +14,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from market.engines.base import Candidate
+from market.engines.synthetic.sampler import KNOWN_REPLIES
 
-SCORED_REPLIES = 128  # replies whose scores a stack keeps (the first scored)
+FIRST_COLUMNS = 32  # columns made at first; doubled as replies come, up to KNOWN_REPLIES
 
 
 class ScoredStack:
     """The compact models of a score call's prompts stacked (``chains``, K x (L + 1) x (2V + 1))
-    and the scores of up to `SCORED_REPLIES` replies, column by column in ``columns`` (K x
-    `SCORED_REPLIES`), found by token ids in ``index``. Holds the prompts: their ids key it."""
+    and the scores of the first `KNOWN_REPLIES` replies scored, column by column in ``columns``
+    (K rows), found by token ids in ``index``. Holds the prompts: their ids key it."""
 
     def __init__(self, prompts: Sequence, chains: np.ndarray) -> None:
         self.prompts = tuple(prompts)
         self.chains = chains
-        self.columns = np.empty((len(chains), SCORED_REPLIES))
+        self.columns = np.empty((len(chains), FIRST_COLUMNS))
         self.index: dict[tuple, int] = {}
 
     def find(self, replies: Sequence) -> list[int | None]:
@@ -46,8 +47,12 @@ class ScoredStack:
         """Keep the scores (K, R) of replies given by their checked token ids."""
         index = self.index
         for ids, column in zip(replies, scores.T, strict=True):
-            if len(index) == SCORED_REPLIES:
+            if ids in index:
+                continue
+            n = len(index)
+            if n == KNOWN_REPLIES:
                 return
-            if ids not in index:
-                self.columns[:, len(index)] = column
-                index[ids] = len(index)
+            if n == self.columns.shape[1]:
+                self.columns = np.concatenate([self.columns, np.empty_like(self.columns)], axis=1)
+            self.columns[:, n] = column
+            index[ids] = n
