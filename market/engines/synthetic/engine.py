@@ -481,7 +481,7 @@ class SyntheticEngine(ExactOracle):
         drawn = sampler.draw(uniforms, eos)
         known = sampler.replies
         candidates = [known.get(ids) for ids in drawn]
-        if None in candidates:  # replies not drawn before: their two log-probs
+        if not all(candidates):  # replies not drawn before (None): their two log-probs
             new = [ids for ids in dict.fromkeys(drawn) if ids not in known]
             proposal, model = sampler.logprobs(new)
             texts = self.segment_texts

@@ -75,12 +75,12 @@ class Sampler:
         entries of its CDF row at or below the uniform; a reply ends at ``eos`` or when its
         uniforms do. The first step reads the start row (previous token V, the vocabulary size).
         """
-        V = self.cdfs.shape[-1]
+        V, positions, bisect_right = self.cdfs.shape[-1], self.rows, bisect.bisect_right
         drawn = []
         for reply in uniforms:
             ids, prev = [], V
-            for rows, u in zip(self.rows, reply, strict=False):  # steps <= max_len + 1 rows
-                prev = bisect.bisect_right(rows[prev], u)
+            for rows, u in zip(positions, reply, strict=False):  # steps <= max_len + 1 rows
+                prev = bisect_right(rows[prev], u)
                 if prev >= eos:  # EOS, or V from a row that is never drawn from (not a CDF)
                     ids.append(eos)
                     break
