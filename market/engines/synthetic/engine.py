@@ -45,7 +45,6 @@ MODEL_NAME = "synthetic-v1"
 # each: the sampler's log-probs and CDFs, the model's log-probs) and the oracle's. A few dozen with the defaults: memory stays flat while entrant sets, and
 # so generator prompts, keep changing.
 FULL_TABLE_BYTES = 32 * 2**20
-STEP_REPLIES = 8192  # replies whose steps are kept (`_reply_steps`, a few hundred bytes each)
 STACKS = 64  # recent score calls' prompts: compact models stacked, replies' scores (a few MB)
 
 
@@ -166,8 +165,7 @@ class SyntheticEngine(ExactOracle):
         self._eos = self.world.eos
         self._chains = LRU(cache_size)  # compact models: (max_len + 1) x (2V + 1) floats each
         self._by_prompt = LRU(cache_size)  # id(prompt) -> (prompt, its compact model)
-        self._stacks = LRU(STACKS)  # prompt ids -> their `ScoredStack`
-        self._step_cache = LRU(STEP_REPLIES)  # reply ids -> `_reply_steps`
+        self._stacks = LRU(min(STACKS, cache_size))  # prompt ids -> their `ScoredStack`
         self._vocabulary = frozenset(range(self.vocab_size))
         # full tables, V + 1 times larger: the sampler's of the recent generator prompts, the
         # oracle's; a few, so that memory stays flat when entrant sets keep changing
@@ -290,38 +288,42 @@ class SyntheticEngine(ExactOracle):
     def _steps(
         self, replies: Sequence[Candidate | str | Sequence[int]]
     ) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray, np.ndarray]:
-        """The replies' checked token ids and where their steps read a flattened compact model
-        (`_chain_logprobs`): (ids, logit index, normaliser index, penalty), the last three
-        (R, W) over replies padded to the longest (W), built from `_reply_steps`. A padding step
-        reads position 0's start normaliser (finite) as both, so its log-prob is 0.
+        """The replies' checked token ids and where their steps read a compact model flattened
+        per prompt (`_chain_logprobs`): (ids, logit index, normaliser index, penalty), the last
+        three (R, W) over replies padded to the longest (W).
+
+        Step t of reply y reads the logit at pos·(2V + 1) + y_t and the normaliser at
+        pos·(2V + 1) + V + y_{t−1} (y_{−1} = V, the start), and subtracts the repeat penalty
+        when y_t = y_{t−1} (0 otherwise: x − 0.0 is x). Past max_len every step is −inf already
+        (the last segment's successor must be EOS and nothing follows EOS), so pos = min(t,
+        max_len) keeps it exact. A padding step reads position 0's start normaliser (finite) as
+        both: its log-prob is 0. A reply whose ids are not a tuple of the vocabulary's ids is
+        checked alone (`_reply_ids`), for its error message.
         """
-        try:
-            ids = [
-                r.token_ids if type(r) is Candidate else r if type(r) is tuple else None
-                for r in replies
-            ]
-            steps = [self._step_cache.get(reply) for reply in ids]
-        except TypeError:  # unhashable ids: checked below
-            ids, steps = [None] * len(replies), [None] * len(replies)
-        for k, found in enumerate(steps):
-            if found is None:
-                reply = ids[k]
-                if reply is None or not self._vocabulary.issuperset(reply):
-                    reply = self._reply_ids(replies[k])  # checked alone: its error message
-                ids[k] = reply = tuple(map(int, reply))
-                steps[k] = self._reply_steps(reply)
+        V, L, stride = self.vocab_size, self.max_len, 2 * self.vocab_size + 1
+        repeat, vocabulary = self._p["repeat_penalty"], self._vocabulary
+        ids = []
+        for reply in replies:
+            reply_ids = reply.token_ids if type(reply) is Candidate else reply
+            try:
+                checked = type(reply_ids) is tuple and vocabulary.issuperset(reply_ids)
+            except TypeError:  # unhashable ids
+                checked = False
+            ids.append(reply_ids if checked else self._reply_ids(reply))
         width = max(1, max(map(len, ids)))
-        pad = 2 * self.vocab_size
         logits, normalisers, penalties = [], [], []
-        for reply, (logit, normaliser, penalty) in zip(ids, steps, strict=True):
-            logits += logit
-            normalisers += normaliser
-            penalties += penalty
-            if len(reply) < width:
-                fill = width - len(reply)
-                logits += [pad] * fill
-                normalisers += [pad] * fill
-                penalties += [0.0] * fill
+        for reply_ids in ids:
+            prev = V
+            for t, token in enumerate(reply_ids):
+                row = min(t, L) * stride
+                logits.append(row + token)
+                normalisers.append(row + V + prev)
+                penalties.append(repeat if token == prev else 0.0)
+                prev = token
+            fill = width - len(reply_ids)
+            logits += [2 * V] * fill
+            normalisers += [2 * V] * fill
+            penalties += [0.0] * fill
         shape = (len(ids), width)
         return (
             ids,
@@ -329,23 +331,6 @@ class SyntheticEngine(ExactOracle):
             np.array(normalisers, dtype=np.intp).reshape(shape),
             np.array(penalties).reshape(shape),
         )
-
-    def _reply_steps(self, ids: tuple[int, ...]) -> tuple[list[int], list[int], list[float]]:
-        """Where each step of a checked reply reads a compact model flattened per prompt, kept
-        for the replies scored before: the logit's column, pos·(2V + 1) + y_t; the normaliser's,
-        pos·(2V + 1) + V + y_{t−1} (y_{−1} = V, the start); the repeat penalty when y_t = y_{t−1}
-        (0 otherwise: x − 0.0 is x). Past max_len every step is −inf already (the last segment's
-        successor must be EOS and nothing follows EOS), so pos = min(t, max_len) keeps it exact.
-        """
-        V, stride, repeat = self.vocab_size, 2 * self.vocab_size + 1, self._p["repeat_penalty"]
-        logits, normalisers, penalties, prev = [], [], [], V
-        for t, token in enumerate(ids):
-            row = min(t, self.max_len) * stride
-            logits.append(row + token)
-            normalisers.append(row + V + prev)
-            penalties.append(repeat if token == prev else 0.0)
-            prev = token
-        return self._step_cache.put(ids, (logits, normalisers, penalties))
 
     def _sequence_logprobs(
         self, table: np.ndarray, padded: np.ndarray, lengths: np.ndarray

@@ -17,7 +17,7 @@ import numpy as np
 from market.engines.base import Candidate
 from market.engines.synthetic.world import log_normalise
 
-KNOWN_REPLIES = 1024  # replies a sampler (and a score stack) keeps to reuse: the first drawn
+KNOWN_REPLIES = 256  # replies a sampler (and a score stack) keeps to reuse: the first drawn
 
 
 def sampler_logprobs(logprobs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
