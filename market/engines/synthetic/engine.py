@@ -26,9 +26,7 @@ result); a prompt's sampler and its draws are `sampler.Sampler`.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
-from itertools import chain
 
 import numpy as np
 
@@ -37,6 +35,7 @@ from market.engines.checks import check_prompt_style
 from market.engines.synthetic.oracle import ExactOracle
 from market.engines.synthetic.phrases import TOPIC_TEMPLATES
 from market.engines.synthetic.sampler import KNOWN_REPLIES, Sampler
+from market.engines.synthetic.scored import ScoredStack
 from market.engines.synthetic.world import World, require
 from market.lru import LRU
 from market.prompts import Brand, Prompt, Query
@@ -46,7 +45,7 @@ MODEL_NAME = "synthetic-v1"
 # each: the sampler's log-probs and CDFs, the model's log-probs) and the oracle's. A few dozen with the defaults: memory stays flat while entrant sets, and
 # so generator prompts, keep changing.
 FULL_TABLE_BYTES = 32 * 2**20
-STACKS = 64  # stacked compact models of recent score calls (a few MB)
+STACKS = 64  # recent score calls' prompts: compact models stacked, replies' scores (a few MB)
 
 
 class SyntheticEngine(ExactOracle):
@@ -166,9 +165,8 @@ class SyntheticEngine(ExactOracle):
         self._eos = self.world.eos
         self._chains = LRU(cache_size)  # compact models: (max_len + 1) x (2V + 1) floats each
         self._by_prompt = LRU(cache_size)  # id(prompt) -> (prompt, its compact model)
-        self._stacks = LRU(STACKS)  # prompt ids -> (prompts, their compact models stacked)
-        self._drawn: tuple[list[Candidate], tuple] = ([], ())  # the last replies drawn, steps
-        self._widths: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # `_positions`
+        self._stacks = LRU(min(STACKS, cache_size))  # prompt ids -> their `ScoredStack`
+        self._vocabulary = frozenset(range(self.vocab_size))
         # full tables, V + 1 times larger: the sampler's of the recent generator prompts, the
         # oracle's; a few, so that memory stays flat when entrant sets keep changing
         table_bytes = (max_len + 1) * (self.vocab_size + 1) * self.vocab_size * 8
@@ -232,16 +230,17 @@ class SyntheticEngine(ExactOracle):
         self._by_prompt.put(id(prompt), (prompt, chain))  # holds the prompt: its id stays its own
         return chain
 
-    def _stacked_chains(self, prompts: Sequence[Prompt]) -> np.ndarray:
-        """The prompts' `_chain`s stacked (K, max_len + 1, 2V + 1), cached by the prompt objects
-        (the auction scores the same prompt objects round after round)."""
+    def _scored(self, prompts: Sequence[Prompt]) -> ScoredStack:
+        """The prompts' `_chain`s stacked (K, max_len + 1, 2V + 1) with the scores of replies
+        scored before (`ScoredStack`), cached by the prompt objects (the auction scores the same
+        prompt objects round after round)."""
         key = tuple(map(id, prompts))
         seen = self._stacks.get(key)
         if seen is not None:
-            return seen[1]
+            return seen
         stacked = np.stack([self._chain(p) for p in prompts])
         stacked.setflags(write=False)
-        return self._stacks.put(key, (tuple(prompts), stacked))[1]  # holds them: ids stay theirs
+        return self._stacks.put(key, ScoredStack(prompts, stacked))  # holds them: ids stay theirs
 
     def _table(self, prompt: Prompt) -> np.ndarray:
         """Exact next-token log-probs (max_len + 1, V + 1, V) of a prompt (`World.table`)."""
@@ -268,17 +267,6 @@ class SyntheticEngine(ExactOracle):
         full = self.world.expand(self._chain(prompt))
         return Sampler.of(full, params.temperature, params.top_p)
 
-    def _positions(self, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The table position of each step of a reply ``width`` steps wide (clipped to max_len)
-        and the step indices (1, width), read-only, made once per width."""
-        known = self._widths.get(width)
-        if known is None:
-            columns = np.arange(width)
-            known = self._widths[width] = (np.minimum(columns, self.max_len), columns[None, :])
-            for array in known:
-                array.setflags(write=False)
-        return known
-
     def _as_ids(self, token_ids: Sequence[int], what: str) -> tuple[int, ...]:
         try:
             ids = tuple(int(t) for t in token_ids)
@@ -299,37 +287,50 @@ class SyntheticEngine(ExactOracle):
 
     def _steps(
         self, replies: Sequence[Candidate | str | Sequence[int]]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Where every step of every reply reads a table: (position, previous, token, valid).
+    ) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray, np.ndarray]:
+        """The replies' checked token ids and where their steps read a compact model flattened
+        per prompt (`_chain_logprobs`): (ids, logit index, normaliser index, penalty), the last
+        three (R, W) over replies padded to the longest (W).
 
-        ``position`` is (W,), the others (R, W) over replies padded to the longest (W); the
-        previous token of the first step is V (the start). The ids of all replies are checked at
-        once; a reply that fails the check is checked alone, for its error message.
+        Step t of reply y reads the logit at pos·(2V + 1) + y_t and the normaliser at
+        pos·(2V + 1) + V + y_{t−1} (y_{−1} = V, the start), and subtracts the repeat penalty
+        when y_t = y_{t−1} (0 otherwise: x − 0.0 is x). Past max_len every step is −inf already
+        (the last segment's successor must be EOS and nothing follows EOS), so pos = min(t,
+        max_len) keeps it exact. A padding step reads position 0's start normaliser (finite) as
+        both: its log-prob is 0. A reply whose ids are not a tuple of the vocabulary's ids is
+        checked alone (`_reply_ids`), for its error message.
         """
-        ids = [
-            r.token_ids if type(r) is Candidate else r if type(r) is tuple else self._reply_ids(r)
-            for r in replies
-        ]
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        try:
-            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-            checked = flat.size == 0 or (flat.min() >= 0 and flat.max() < self.vocab_size)
-        except (TypeError, ValueError, OverflowError):
-            checked = False
-        if not checked:
-            ids = [self._reply_ids(r) for r in replies]
-            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-        width = max(1, int(lengths.max(initial=0)))
-        valid = np.arange(width) < lengths[:, None]
-        tokens = np.zeros((len(ids), width), dtype=np.int64)
-        tokens[valid] = flat
-        prev = np.empty_like(tokens)
-        prev[:, 0] = self.vocab_size
-        prev[:, 1:] = tokens[:, :-1]
-        # Past max_len every step is −inf already: the last segment's successor must be EOS and
-        # nothing follows EOS, so clipping the position index keeps the result exact.
-        position = np.minimum(np.arange(width), self.max_len)
-        return position, prev, tokens, valid
+        V, L, stride = self.vocab_size, self.max_len, 2 * self.vocab_size + 1
+        repeat, vocabulary = self._p["repeat_penalty"], self._vocabulary
+        ids = []
+        for reply in replies:
+            reply_ids = reply.token_ids if type(reply) is Candidate else reply
+            try:
+                checked = type(reply_ids) is tuple and vocabulary.issuperset(reply_ids)
+            except TypeError:  # unhashable ids
+                checked = False
+            ids.append(reply_ids if checked else self._reply_ids(reply))
+        width = max(1, max(map(len, ids)))
+        logits, normalisers, penalties = [], [], []
+        for reply_ids in ids:
+            prev = V
+            for t, token in enumerate(reply_ids):
+                row = min(t, L) * stride
+                logits.append(row + token)
+                normalisers.append(row + V + prev)
+                penalties.append(repeat if token == prev else 0.0)
+                prev = token
+            fill = width - len(reply_ids)
+            logits += [2 * V] * fill
+            normalisers += [2 * V] * fill
+            penalties += [0.0] * fill
+        shape = (len(ids), width)
+        return (
+            ids,
+            np.array(logits, dtype=np.intp).reshape(shape),
+            np.array(normalisers, dtype=np.intp).reshape(shape),
+            np.array(penalties).reshape(shape),
+        )
 
     def _sequence_logprobs(
         self, table: np.ndarray, padded: np.ndarray, lengths: np.ndarray
@@ -348,21 +349,19 @@ class SyntheticEngine(ExactOracle):
 
         Each step's log-prob is the `World.table` entry, computed the same way: logit, minus the
         repeat penalty when the token repeats the previous one, minus the normaliser; −inf where
-        the normaliser is −inf (after EOS).
+        the normaliser is −inf (after EOS). The sum runs over the steps in order (a cumulative
+        sum: ``sum`` regroups from eight terms on), so a reply's score is the same in any batch.
         """
-        position, prev, tokens, valid = steps
-        V = self.vocab_size
+        _, logit, normaliser, penalty = steps
         flat = chains.reshape(len(chains), -1)
-        row = position * (2 * V + 1)
-        # x − 0.0 is x: subtracting the penalty times [token = prev] penalises repeats only
-        logits = flat[:, row + tokens] - self._p["repeat_penalty"] * (tokens == prev)
-        lse = flat[:, row + (V + prev)]
+        logits = flat[:, logit] - penalty
+        lse = flat[:, normaliser]
         if np.isfinite(lse).all():
             logprobs = logits - lse
         else:
             finite = np.isfinite(lse)
             logprobs = np.where(finite, logits - np.where(finite, lse, 0.0), -np.inf)
-        return np.where(valid, logprobs, 0.0).sum(axis=-1)
+        return logprobs.cumsum(axis=-1)[..., -1]
 
     def score(
         self, prompts: Sequence[Prompt], replies: Sequence[Candidate | str | Sequence[int]]
@@ -371,17 +370,27 @@ class SyntheticEngine(ExactOracle):
 
         A Candidate is scored by its token ids, a str is parsed as a complete reply (EOS appended),
         a sequence of ints is taken as is. Replies the model cannot produce score −inf. One
-        vectorised gather scores every prompt and reply (`_chain_logprobs`).
+        vectorised gather scores every prompt and every reply these prompts have not scored
+        before (`_chain_logprobs`); the others' scores are read back (`ScoredStack`). Row-major,
+        as callers slice it by prompt.
         """
         if not prompts or not replies:
             for reply in replies:
                 self._reply_ids(reply)
             return np.zeros((len(prompts), len(replies)))
-        drawn, steps = self._drawn
-        if len(drawn) != len(replies) or not all(map(operator.is_, drawn, replies)):
-            steps = self._steps(replies)  # not the candidates just generated
-        scores = self._chain_logprobs(self._stacked_chains(prompts), steps)
-        return np.ascontiguousarray(scores)  # row-major, as callers slice it by prompt
+        stack = self._scored(prompts)
+        found = stack.find(replies)
+        if None not in found:
+            return stack.take(found)
+        new = [k for k, column in enumerate(found) if column is None]
+        steps = self._steps([replies[k] for k in new])
+        fresh = self._chain_logprobs(stack.chains, steps)
+        stack.remember(steps[0], fresh)
+        scores = np.empty((len(prompts), len(replies)))
+        scores[:, new] = fresh
+        old = [k for k, column in enumerate(found) if column is not None]
+        scores[:, old] = stack.take([found[k] for k in old])
+        return scores
 
     def next_token_logprobs(
         self, prompts: Sequence[Prompt], prefixes: Sequence[Sequence[int]]
@@ -454,26 +463,19 @@ class SyntheticEngine(ExactOracle):
         steps = cap + 1 if cap == self.max_len else cap  # the forced EOS after max_len segments
         uniforms = np.random.default_rng(seeds).random((n, steps)).tolist()
         eos = self._eos
-        drawn, tokens, previous = sampler.draw(uniforms, eos)
-        lengths = np.fromiter(map(len, drawn), np.int64, count=n)
-        position, columns = self._positions(steps)
-        valid = columns < lengths[:, None]
-        padded = np.zeros((n, steps), dtype=np.int64)
-        padded[valid] = tokens
-        before = np.zeros_like(padded)
-        before[valid] = previous
-        candidates = [sampler.replies.get(ids) for ids in drawn]
-        if None in candidates:  # replies not drawn before: their two log-probs
-            logprobs = np.where(valid, sampler.tables[:, position, before, padded], 0.0)
-            proposal, model = logprobs.sum(axis=-1).tolist()
+        drawn = sampler.draw(uniforms, eos)
+        known = sampler.replies
+        candidates = [known.get(ids) for ids in drawn]
+        if not all(candidates):  # replies not drawn before (None): their two log-probs
+            new = [ids for ids in dict.fromkeys(drawn) if ids not in known]
+            proposal, model = sampler.logprobs(new)
             texts = self.segment_texts
-            for k, ids in enumerate(drawn):
-                if candidates[k] is None:
-                    words = ids[:-1] if ids[-1] == eos else ids
-                    candidates[k] = Candidate(
-                        " ".join([texts[i] for i in words]), ids, proposal[k], model[k]
-                    )
-                    sampler.remember(ids, candidates[k])
-        # a score call on these very candidates reads their steps from here (`score`)
-        self._drawn = (candidates, (position, before, padded, valid))
+            made = {}
+            for ids, p, m in zip(new, proposal, model, strict=True):
+                words = ids[:-1] if ids[-1] == eos else ids
+                made[ids] = Candidate(" ".join([texts[i] for i in words]), ids, p, m)
+                sampler.remember(ids, made[ids])
+            candidates = [
+                made[ids] if c is None else c for ids, c in zip(drawn, candidates, strict=True)
+            ]
         return candidates

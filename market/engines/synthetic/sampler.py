@@ -17,7 +17,7 @@ import numpy as np
 from market.engines.base import Candidate
 from market.engines.synthetic.world import log_normalise
 
-KNOWN_REPLIES = 128  # candidates a sampler keeps to reuse (the most likely come first)
+KNOWN_REPLIES = 256  # replies a sampler (and a score stack) keeps to reuse: the first drawn
 
 
 def sampler_logprobs(logprobs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
@@ -70,30 +70,39 @@ class Sampler:
         cdf.setflags(write=False)
         return cls(tables, cdf, [CdfRows(rows) for rows in cdf])
 
-    def draw(
-        self, uniforms: Sequence[Sequence[float]], eos: int
-    ) -> tuple[list[tuple[int, ...]], list[int], list[int]]:
-        """Replies by inverse CDF, one uniform per step: the token is the number of entries of
-        its CDF row at or below the uniform; a reply ends at ``eos`` or when its uniforms do.
-
-        Returns the replies' token ids, and every step's token and the token before it (V, the
-        vocabulary size, before the first: the start row), reply after reply.
+    def draw(self, uniforms: Sequence[Sequence[float]], eos: int) -> list[tuple[int, ...]]:
+        """Replies' token ids by inverse CDF, one uniform per step: the token is the number of
+        entries of its CDF row at or below the uniform; a reply ends at ``eos`` or when its
+        uniforms do. The first step reads the start row (previous token V, the vocabulary size).
         """
-        V = self.cdfs.shape[-1]
-        drawn, tokens, previous = [], [], []
+        V, positions, bisect_right = self.cdfs.shape[-1], self.rows, bisect.bisect_right
+        drawn = []
         for reply in uniforms:
-            ids, prev = [], V  # V: the start of the reply
-            for rows, u in zip(self.rows, reply, strict=False):  # steps <= max_len + 1 rows
-                previous.append(prev)
-                prev = bisect.bisect_right(rows[prev], u)
-                if prev == V:  # only a row that is never drawn from (not a CDF) gives V
-                    prev = eos
-                ids.append(prev)
-                if prev == eos:
+            ids, prev = [], V
+            for rows, u in zip(positions, reply, strict=False):  # steps <= max_len + 1 rows
+                prev = bisect_right(rows[prev], u)
+                if prev >= eos:  # EOS, or V from a row that is never drawn from (not a CDF)
+                    ids.append(eos)
                     break
+                ids.append(prev)
             drawn.append(tuple(ids))
-            tokens += ids
-        return drawn, tokens, previous
+        return drawn
+
+    def logprobs(self, replies: Sequence[tuple[int, ...]]) -> tuple[list[float], list[float]]:
+        """Σ_t log p(y_t | t, y_{t−1}) of drawn replies under the sampler and under the model,
+        summed in step order, as `SyntheticEngine.score` sums: two lists, one entry a reply."""
+        read, start = self.tables.item, self.cdfs.shape[-1]
+        proposal, model = [], []
+        for ids in replies:
+            sampled = exact = 0.0
+            prev = start
+            for t, token in enumerate(ids):
+                sampled += read(0, t, prev, token)
+                exact += read(1, t, prev, token)
+                prev = token
+            proposal.append(sampled)
+            model.append(exact)
+        return proposal, model
 
     def remember(self, ids: tuple[int, ...], candidate: Candidate) -> None:
         """Keep a drawn candidate for reuse, up to `KNOWN_REPLIES`."""
