@@ -12,6 +12,7 @@ one stream for the whole run; `MarketModel.restore` replays their decisions to b
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -356,10 +357,8 @@ def _arrow(columns: Mapping[str, list], spec: Any, before: int) -> pa.Table:
 
 
 def _column(values: list, kind: pa.DataType) -> pa.Array:
-    """One collected column as Arrow, NaN stored as null. A list column is converted list by
-    list (pyarrow's pandas NaN handling is slow on nested values: it is asked for only when a
-    float list holds a NaN), and rows holding one shared list (a round's entrants, on each of
-    its candidates' rows) are converted once and repeated."""
+    """One collected column as Arrow, NaN stored as null. Consecutive rows holding one shared
+    list (a round's entrants, on each of its candidates' rows) are converted once and repeated."""
     if pa.types.is_floating(kind):
         return _floats(np.array(values, dtype=kind.to_pandas_dtype()), kind)
     if not (pa.types.is_list(kind) and values):
@@ -368,13 +367,28 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
         type(v) is np.ndarray and v.ndim == 1 for v in values
     ):
         return _float_arrays(values, kind)
-    unique: dict[int, tuple[int, list]] = {}
-    rows = [unique.setdefault(id(v), (len(unique), v))[0] for v in values]
-    shared = [v for _, v in unique.values()]
-    array = pa.array(shared, type=kind)
-    if pa.types.is_floating(kind.value_type) and pc.any(pc.is_nan(array.flatten())).as_py():
-        array = pa.array(shared, type=kind, from_pandas=True)
-    return array if len(shared) == len(values) else array.take(pa.array(rows, type=pa.int64()))
+    ids = np.fromiter(map(id, values), dtype=np.int64, count=len(values))
+    new = np.empty(len(values), dtype=bool)
+    new[0] = True
+    np.not_equal(ids[1:], ids[:-1], out=new[1:])  # a run of rows holding the same list
+    if new.all():
+        return _lists(values, kind)
+    array = _lists([values[i] for i in np.flatnonzero(new).tolist()], kind)
+    return array.take(pa.array(np.cumsum(new) - 1))
+
+
+def _lists(values: list[list], kind: pa.DataType) -> pa.Array:
+    """Python lists as an Arrow list column, from their items and offsets (pyarrow's typed
+    conversion of nested lists takes ~2 us an item), NaN items stored as null."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    items = list(itertools.chain.from_iterable(values))
+    item = kind.value_type
+    if pa.types.is_floating(item):
+        flat = _floats(np.array(items, dtype=item.to_pandas_dtype()), item)
+    else:
+        flat = pa.array(items, type=item, from_pandas=True)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, type=kind)
 
 
 def _float_arrays(values: list[np.ndarray], kind: pa.DataType) -> pa.Array:
