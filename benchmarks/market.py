@@ -98,37 +98,51 @@ def measure(label: str, scenario, engine, *, warmup: int, drain_every: int = 500
     return Measurement(label, scenario.rounds, wall, engine_seconds)
 
 
+# part of a round -> the functions (file, names) whose cumulative time it is; none calls another's
 PROFILED = {
-    "engine calls (generate + score)": ("market/engines/", ("generate", "score")),
-    "mechanism (allocation, payments)": ("market/mechanisms/__init__.py", ("outcome",)),
-    "data collection (Mesa reporters)": ("mesa/datacollection.py", ("collect",)),
-    "auction rows": ("market/model.py", ("_collect_auction",)),
-    "records of the round": ("market/model.py", ("_record_for",)),
-    "entry decisions": ("mesa/agent.py", ("shuffle_do",)),
-    "query and round streams": ("market/model.py", ("draw_query", "engine_seed", "rng")),
-    "draining rows": ("market/model.py", ("drain_rows",)),
+    "engine calls (generate + score)": [("market/engines/", ("generate", "score"))],
+    "mechanism (allocation, payments)": [("market/mechanisms/__init__.py", ("outcome",))],
+    "reporters and data collection": [
+        ("market/model.py", ("_advertiser_columns", "_auction_columns")),
+        ("market/reporters.py", ("collect", "add_table_rows")),
+    ],
+    "histories": [("market/history.py", ("append_row",))],
+    "entry decisions": [("mesa/agent.py", ("do",))],
+    "query and round streams": [("market/model.py", ("rng", "engine_seed"))],
+    "draining rows": [("market/model.py", ("drain_rows",))],
 }
 
 
-def profile_shares(label: str, scenario, engine) -> Table:
-    """cProfile one measurement and show the share of time in each part of a round."""
+def round_shares(label: str, scenario, engine, *, rounds: int | None = None) -> dict[str, float]:
+    """cProfile one measurement (``rounds`` timed rounds, default the scenario's): each part of
+    a round (`PROFILED`) -> its share of the time."""
     import cProfile
     import pstats
 
+    if rounds is not None:
+        scenario = scenario.model_copy(update={"rounds": rounds})
     profiler = cProfile.Profile()
     profiler.runcall(measure, label, scenario, engine, warmup=5)
-    stats = pstats.Stats(profiler)
-    total = max(ct for (_, _, name), (_, _, _, ct, _) in stats.stats.items() if name == "measure")
+    stats = pstats.Stats(profiler).stats
+    total = max(ct for (_, _, name), (_, _, _, ct, _) in stats.items() if name == "measure")
+    return {
+        part: sum(
+            ct
+            for (file, _, name), (_, _, _, ct, _) in stats.items()
+            if any(name in names and path in file.replace("\\", "/") for path, names in where)
+        )
+        / total
+        for part, where in PROFILED.items()
+    }
+
+
+def profile_shares(label: str, scenario, engine) -> Table:
+    """Where a round's time goes (`round_shares`), as a table."""
     table = Table(title=f"where the time goes (cProfile): {label}")
     table.add_column("part of a round")
     table.add_column("share of time", justify="right")
-    for part, (path, names) in PROFILED.items():
-        seconds = sum(
-            ct
-            for (file, _, name), (_, _, _, ct, _) in stats.stats.items()
-            if name in names and path in file.replace("\\", "/")
-        )
-        table.add_row(part, f"{seconds / total:.1%}")
+    for part, share in round_shares(label, scenario, engine).items():
+        table.add_row(part, f"{share:.1%}")
     return table
 
 

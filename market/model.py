@@ -278,16 +278,22 @@ class MarketModel(mesa.Model):
         self.observer_rows = np.array(absent if self.outside_option else (), dtype=np.intp)
         self.relevant_now = self._relevant_to(self.query.topic)
         self.mentioned_now = frozenset(mentioned_names(outcome.reply.text, self._names))
-        self.columns = {name: column(self) for name, column in ADVERTISER_REPORTERS.items()}
+        self.columns = self._advertiser_columns()
         for agent, row in zip(self.advertisers, self._record_rows(), strict=True):
             agent.history.append_row(row)
         self.round_seconds = time.perf_counter() - start
         self.datacollector.collect(self)
         self.datacollector.add_table_rows("advertisers", self.columns)
-        self.datacollector.add_table_rows(
-            "auctions", {name: column(self) for name, column in AUCTION_REPORTERS.items()}
-        )
+        self.datacollector.add_table_rows("auctions", self._auction_columns())
         self.round += 1
+
+    def _advertiser_columns(self) -> dict[str, list]:
+        """The round's advertisers rows, column by column (one call per `ADVERTISER_REPORTERS`)."""
+        return {name: column(self) for name, column in ADVERTISER_REPORTERS.items()}
+
+    def _auction_columns(self) -> dict[str, list]:
+        """The round's auctions rows, column by column (one call per `AUCTION_REPORTERS`)."""
+        return {name: column(self) for name, column in AUCTION_REPORTERS.items()}
 
     def _record_rows(self) -> Iterator[tuple]:
         """Each advertiser's `RoundRecord` of the round as a row of its field values, read off
