@@ -15,6 +15,7 @@ from market.mechanisms.mosaic import (
     MosaicOutcome,
     mosaic_outcome,
     optimal_distribution,
+    others_logits,
     sample_reply,
 )
 
@@ -485,3 +486,29 @@ def test_bad_input_names_the_argument(changes, named):
     tau = arguments.pop("tau", 1.0)
     with pytest.raises(ValueError, match=named):
         mosaic_outcome(**arguments, tau=tau)
+
+
+@PROPERTY
+@given(inst=instances(max_n=5), minus_inf=st.sets(st.tuples(st.integers(0, 4), st.integers(0, 5))))
+def test_others_logits_are_the_sum_over_the_other_advertisers(inst, minus_inf):
+    """β_{-i,j} = Σ_{k≠i} r_kj / τ + log π_ref(y_j) − log π_gen(y_j) (eq. 11), −inf rewards
+    included: advertiser i's own −inf reward leaves her β_{-i} finite."""
+    rewards = inst.rewards.copy()
+    for i, j in minus_inf:
+        if i < rewards.shape[0] and j < rewards.shape[1]:
+            rewards[i, j] = -math.inf
+    weight = inst.log_ref - inst.log_gen
+    n, m = rewards.shape
+    expected = np.array(
+        [
+            [
+                sum(rewards[k, j] / inst.tau for k in range(n) if k != i) + weight[j]
+                for j in range(m)
+            ]
+            for i in range(n)
+        ]
+    )
+    beta = others_logits(rewards, weight, inst.tau)
+    np.testing.assert_array_equal(np.isneginf(beta), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(beta[finite], expected[finite], rtol=1e-12, atol=1e-12)

@@ -87,14 +87,19 @@ def logsumexp(values: np.ndarray, axis: int = -1) -> np.ndarray:
     """log Σ exp(values) along ``axis``, stable for large values and for −inf (all −inf → −inf)."""
     values = np.asarray(values, dtype=float)
     peak = np.maximum.reduce(values, axis=axis, keepdims=True)
-    if np.isfinite(peak).all():  # every sum is at least exp(0) = 1: no log(0) to silence
+    return _log_sum_exp_from_peak(values, peak, axis).squeeze(axis=axis)
+
+
+def _log_sum_exp_from_peak(values: np.ndarray, peak: np.ndarray, axis: int) -> np.ndarray:
+    """`logsumexp` along ``axis`` (kept) given ``peak``, the maximum along it (kept)."""
+    if np.count_nonzero(np.isfinite(peak)) == peak.size:  # every sum is at least exp(0) = 1
         total = _log_sum_exp_shifted(values, peak, axis)
     else:
         peak = np.where(np.isfinite(peak), peak, 0.0)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore"):  # all −inf: log(0) = −inf
             total = _log_sum_exp_shifted(values, peak, axis)
     total += peak
-    return total.squeeze(axis=axis)
+    return total
 
 
 def _log_sum_exp_shifted(values: np.ndarray, peak: np.ndarray, axis: int) -> np.ndarray:
@@ -120,11 +125,22 @@ def others_logits(rewards: np.ndarray, log_weight: np.ndarray, tau: float) -> np
     NaN for −inf rewards and lose precision when one advertiser's reward dwarfs the others'.
     """
     scaled = rewards / tau if tau != 1.0 else rewards  # x / 1 is x
-    before = np.zeros(scaled.shape)  # before[i] = Σ_{k<i}, in order
-    scaled[:-1].cumsum(axis=0, out=before[1:])
-    after = np.zeros(scaled.shape)  # after[i] = Σ_{k>i}, from the last one down
-    scaled[:0:-1].cumsum(axis=0, out=after[-2::-1])
-    return before + after + log_weight
+    return _others_logits(scaled, log_weight, np.empty(scaled.shape), np.empty(scaled.shape))
+
+
+def _others_logits(
+    scaled: np.ndarray, log_weight: np.ndarray, out: np.ndarray, after: np.ndarray
+) -> np.ndarray:
+    """`others_logits` of ``scaled`` = rewards / τ, written into ``out``; ``after`` (same shape)
+    is overwritten with the sums over k > i."""
+    if len(scaled):
+        out[0] = 0.0  # out[i] = Σ_{k<i}, in order
+        np.add.accumulate(scaled[:-1], axis=0, out=out[1:])
+        after[-1] = 0.0  # after[i] = Σ_{k>i}, from the last one down
+        np.add.accumulate(scaled[:0:-1], axis=0, out=after[-2::-1])
+    out += after
+    out += log_weight
+    return out
 
 
 def mosaic_outcome(
@@ -173,16 +189,9 @@ def _outcome(
         logits /= tau
     logits += log_weight
     if n:
-        # β_{-i} = Σ_{k<i} + Σ_{k>i} of r_k/τ, plus log_weight, as in `others_logits`; the
-        # rows of ``own`` hold the sums over k > i until they are overwritten
         scaled = rewards / tau if tau != 1.0 else rewards
-        beta[0] = 0.0
-        np.add.accumulate(scaled[:-1], axis=0, out=beta[1:])
-        own[-1] = 0.0
-        np.add.accumulate(scaled[:0:-1], axis=0, out=own[-2::-1])
-        beta += own
-        beta += log_weight
-        np.add(scaled, beta, out=own)
+        _others_logits(scaled, log_weight, out=beta, after=own)  # ``own`` is scratch until...
+        np.add(scaled, beta, out=own)  # ...it holds r_i/τ + β_{-i}
     peak = np.maximum.reduce(stack, axis=1, keepdims=True)
     top = float(peak[n, 0])
     if not math.isfinite(top) and (top == -math.inf or not np.isfinite(logits).any()):
@@ -190,15 +199,7 @@ def _outcome(
             "every candidate has logit -inf (log_ref = -inf or some reward = -inf on all of them), "
             "so no candidate can be returned; generate candidates the reference LLM can produce"
         )
-    # one row-wise logsumexp over all 2n + 1 rows (`logsumexp`, in the same steps)
-    if np.count_nonzero(np.isfinite(peak)) == peak.shape[0]:
-        lse = _log_sum_exp_shifted(stack, peak, 1)
-    else:
-        peak = np.where(np.isfinite(peak), peak, 0.0)
-        with np.errstate(divide="ignore"):
-            lse = _log_sum_exp_shifted(stack, peak, 1)
-    lse += peak
-    lse = lse[:, 0]
+    lse = _log_sum_exp_from_peak(stack, peak, 1)[:, 0]  # row-wise `logsumexp`, 2n + 1 rows
     # softmax of the allocation's logits (eq. 11) and of every β_{-i} (eq. 15), in one go
     probabilities = np.subtract(stack[n:], lse[n:, None])
     np.exp(probabilities, out=probabilities)
