@@ -113,14 +113,12 @@ PROFILED = {
 }
 
 
-def round_shares(label: str, scenario, engine, *, rounds: int | None = None) -> dict[str, float]:
-    """cProfile one measurement (``rounds`` timed rounds, default the scenario's): each part of
-    a round (`PROFILED`) -> its share of the time."""
+def round_shares(label: str, scenario, engine) -> dict[str, float]:
+    """cProfile one measurement (`measure`): each part of a round (`PROFILED`) -> its share of
+    the time."""
     import cProfile
     import pstats
 
-    if rounds is not None:
-        scenario = scenario.model_copy(update={"rounds": rounds})
     profiler = cProfile.Profile()
     profiler.runcall(measure, label, scenario, engine, warmup=5)
     stats = pstats.Stats(profiler).stats

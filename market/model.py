@@ -386,24 +386,27 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
 def _lists(values: list[list], kind: pa.DataType) -> pa.Array:
     """Python lists as an Arrow list column, from their items and offsets (pyarrow's typed
     conversion of nested lists takes ~2 us an item), NaN items stored as null."""
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum([len(v) for v in values], out=offsets[1:])
     items = list(itertools.chain.from_iterable(values))
     item = kind.value_type
     if pa.types.is_floating(item):
         flat = _floats(np.array(items, dtype=item.to_pandas_dtype()), item)
     else:
         flat = pa.array(items, type=item, from_pandas=True)
-    return pa.ListArray.from_arrays(pa.array(offsets), flat, type=kind)
+    return pa.ListArray.from_arrays(_offsets(values), flat, type=kind)
 
 
 def _float_arrays(values: list[np.ndarray], kind: pa.DataType) -> pa.Array:
     """A list column whose rows are 1-D float arrays (a round's rewards per candidate), as
     `_column` converts it, NaN stored as null, from one concatenated buffer."""
     flat = np.concatenate(values) if len(values) > 1 else np.asarray(values[0])
+    return pa.ListArray.from_arrays(_offsets(values), _floats(flat, kind.value_type), type=kind)
+
+
+def _offsets(values: Sequence[Sequence]) -> pa.Array:
+    """Where each row of a list column starts in its items, and where the last one ends."""
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum([v.size for v in values], out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), _floats(flat, kind.value_type), type=kind)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    return pa.array(offsets)
 
 
 def _floats(values: np.ndarray, kind: pa.DataType) -> pa.Array:

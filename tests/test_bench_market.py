@@ -14,7 +14,7 @@ def test_every_profiled_part_of_a_round_is_found_and_the_parts_do_not_overlap():
         "synthetic", advertisers=6, candidates=4, max_new_tokens=16, rounds=120
     )
     engine = create_engine(scenario.engine, catalog=scenario.catalog(), cache=False)
-    shares = round_shares("test", scenario, engine, rounds=120)
+    shares = round_shares("test", scenario, engine)
     assert shares.keys() == PROFILED.keys()
     missing = [part for part, share in shares.items() if share <= 0]
     assert not missing, f"parts found in no profiled function: {missing}"
