@@ -1,6 +1,7 @@
-"""The exact synthetic engine: `world` (vocabulary and model), `engine` (sampling and scoring),
-`sampler` (a prompt's temperature / top-p sampler), `oracle` (the exact support and π_r),
-`phrases` (its sentences)."""
+"""The exact synthetic engine: `world` (vocabulary and model), `normaliser` (the model's
+next-token normalisers), `engine` (sampling and scoring), `sampler` (a prompt's temperature /
+top-p sampler), `scored` (scores read back), `oracle` (the exact support and π_r), `phrases` (its
+sentences)."""
 
 from market.engines.synthetic.engine import MODEL_NAME, SyntheticEngine
 from market.engines.synthetic.oracle import MAX_SUPPORT, GeometricMixture, Support

@@ -212,23 +212,38 @@ class SyntheticEngine(ExactOracle):
         return self.world.relevance(brand, query)
 
     def _chain(self, prompt: Prompt) -> np.ndarray:
-        """A prompt's compact next-token model (max_len + 1, 2V + 1) (`World.chain`), cached by
-        what it depends on and, in front, by the prompt object itself (callers that reuse their
-        prompt objects, as the auction does, skip building the key)."""
-        seen = self._by_prompt.get(id(prompt))
-        if seen is not None and seen[0] is prompt:
-            return seen[1]
-        if type(prompt) is not Prompt:
-            require(
-                isinstance(prompt, Prompt),
-                f"prompts must be market.prompts.Prompt, got {type(prompt).__name__}",
-            )
-        key = World.table_key(prompt)
-        chain = self._chains.get(key)
-        if chain is None:
-            chain = self._chains.put(key, self.world.chain(prompt))
-        self._by_prompt.put(id(prompt), (prompt, chain))  # holds the prompt: its id stays its own
-        return chain
+        """A prompt's compact next-token model (max_len + 1, 2V + 1) (`World.chain`), cached."""
+        return self._chains_of([prompt])[0]
+
+    def _chains_of(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        """The prompts' `_chain`s: cached by what each depends on and, in front, by the prompt
+        object itself (callers that reuse their prompt objects, as the auction does, skip building
+        the key); those not cached are built together (`World.chains`)."""
+        chains: list = []
+        missing: dict[int, tuple] = {}  # position in prompts -> the prompt's key
+        for k, prompt in enumerate(prompts):
+            seen = self._by_prompt.get(id(prompt))
+            if seen is not None and seen[0] is prompt:
+                chains.append(seen[1])
+                continue
+            if type(prompt) is not Prompt:
+                require(
+                    isinstance(prompt, Prompt),
+                    f"prompts must be market.prompts.Prompt, got {type(prompt).__name__}",
+                )
+            key = World.table_key(prompt)
+            chain = self._chains.get(key)
+            if chain is None:
+                missing[k] = key
+            else:
+                self._by_prompt.put(id(prompt), (prompt, chain))  # holds it: its id stays its own
+            chains.append(chain)
+        if missing:
+            built = self.world.chains([prompts[k] for k in missing])
+            for (k, key), chain in zip(missing.items(), built, strict=True):
+                chains[k] = self._chains.put(key, chain)
+                self._by_prompt.put(id(prompts[k]), (prompts[k], chain))
+        return chains
 
     def _scored(self, prompts: Sequence[Prompt]) -> ScoredStack:
         """The prompts' `_chain`s stacked (K, max_len + 1, 2V + 1) with the scores of replies
@@ -238,7 +253,7 @@ class SyntheticEngine(ExactOracle):
         seen = self._stacks.get(key)
         if seen is not None:
             return seen
-        stacked = np.stack([self._chain(p) for p in prompts])
+        stacked = np.stack(self._chains_of(prompts))
         stacked.setflags(write=False)
         return self._stacks.put(key, ScoredStack(prompts, stacked))  # holds them: ids stay theirs
 

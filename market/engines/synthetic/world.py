@@ -55,6 +55,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from market.engines.base import Catalog, EngineError
+from market.engines.synthetic.normaliser import repeat_normalisers
 from market.engines.synthetic.phrases import (
     GENERIC_PHRASES,
     TOPIC_PHRASES,
@@ -106,6 +107,7 @@ class World:
         self._p = dict(params)
         self._build_vocabulary(catalog, phrases_per_topic)
         self._query_logits_cache = LRU(cache_size)
+        self._steer_parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # `_rivals_and_own`
 
     # ----------------------------------------------------------------------------- vocabulary
 
@@ -287,16 +289,12 @@ class World:
         ``topic`` (module docstring). Shoehorning moves, at each position, the mass the query topic
         loses to the brand's own topics, so generic content and EOS keep their probability."""
         p = self._p
+        rivals, own = self._rivals_and_own(brand)
         delta = np.zeros_like(base)
-        own_topics = set(self._brand_topics[brand])
-        for rival, token in self.brand_id.items():
-            if rival != brand and own_topics & set(self._brand_topics[rival]):
-                delta[:, token] -= p["rival_penalty"]
+        delta[:, rivals] -= p["rival_penalty"]
         delta[:, self.brand_id[brand]] = p["ad_boost"]
-        own = np.zeros(self.vocab_size, dtype=bool)
-        for own_topic in own_topics:
-            own |= self._topic_mask[own_topic]
         delta[:, own] += p["topic_pull"]
+        own_topics = self._brand_topics[brand]
         if topic is None or is_relevant(own_topics, topic) or not own.any():
             return delta
         on_query = self._topic_mask[topic]
@@ -305,6 +303,23 @@ class World:
         delta[:, on_query] -= p["shoehorn"]
         delta[:, own] += np.log1p(lost / gained)[:, None]
         return delta
+
+    def _rivals_and_own(self, brand: str) -> tuple[np.ndarray, np.ndarray]:
+        """The mention ids of ``brand``'s competitors (catalog brands sharing one of its topics)
+        and the mask (V,) of its own topics' segments; built once per brand."""
+        cached = self._steer_parts.get(brand)
+        if cached is None:
+            own_topics = set(self._brand_topics[brand])
+            rivals = [
+                token
+                for rival, token in self.brand_id.items()
+                if rival != brand and own_topics & set(self._brand_topics[rival])
+            ]
+            own = np.zeros(self.vocab_size, dtype=bool)
+            for own_topic in own_topics:
+                own |= self._topic_mask[own_topic]
+            cached = self._steer_parts[brand] = (np.array(rivals, dtype=np.intp), own)
+        return cached
 
     def prompt_logits(self, prompt: Prompt) -> np.ndarray:
         """The logits (max_len + 1, V) of a structured prompt: π_ref's plus its role's steer."""
@@ -337,15 +352,19 @@ class World:
         ``logits[t, y] − repeat_penalty·[y = prev] − lse[t, prev]``, −inf after EOS. A (V + 1)-fold
         smaller table than `table`, so many prompts' models fit in one gather.
         """
-        logits = self.prompt_logits(prompt)
-        V = self.vocab_size
-        z = np.repeat(logits[:, None, :], V + 1, axis=1)
-        diagonal = np.arange(V)
-        z[:, diagonal, diagonal] -= self._p["repeat_penalty"]
-        z[:, self.eos, :] = -np.inf
-        compact = np.concatenate([logits, logsumexp(z, axis=-1)], axis=1)
-        compact.setflags(write=False)
-        return compact
+        return self.chains([prompt])[0]
+
+    def chains(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        """Each prompt's `chain`, their normalisers computed together (`repeat_normalisers`: one
+        call for every row of every prompt, the same numbers as one prompt at a time)."""
+        V, rows = self.vocab_size, self.max_len + 1
+        logits = np.stack([self.prompt_logits(prompt) for prompt in prompts])
+        lse = repeat_normalisers(logits.reshape(-1, V), self._p["repeat_penalty"], self.eos)
+        stacked = np.concatenate([logits, lse.reshape(len(prompts), rows, V + 1)], axis=2)
+        chains = [chain.copy() for chain in stacked]  # a cached chain holds no other's memory
+        for chain in chains:
+            chain.setflags(write=False)
+        return chains
 
     def expand(self, chain: np.ndarray) -> np.ndarray:
         """The full table (max_len + 1, V + 1, V) of a compact `chain`: exactly `table`'s numbers."""
