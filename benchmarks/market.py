@@ -6,7 +6,11 @@
 2. Embedded LLM (a few small rounds, no cache): the share of round time spent *outside* the engine
    — the market's overhead on top of the LLM calls. Goal: under 5 %.
 
+3. ``--against REV``: this checkout's synthetic rounds/s against an earlier revision's, both
+   measured here, alternately (`benchmarks.against`).
+
 `admarket bench market [--rounds N] [--llm-rounds N] [--skip-llm] [--profile]`
+`admarket bench market --against REV [--pairs N] [--rounds N]`
 """
 
 from __future__ import annotations
@@ -154,7 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="also show where a synthetic round's time goes"
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="instead: this checkout's synthetic rounds/s against git revision REV's, measured "
+        "alternately here (benchmarks/against.py)",
+    )
+    parser.add_argument("--pairs", type=int, default=5, help="with --against: runs of each")
     args = parser.parse_args(argv)
+    if args.against is not None:
+        from benchmarks import against
+
+        return against.run(args.against, pairs=args.pairs, rounds=args.rounds)
     from market.engines import create_engine
 
     console = Console()
