@@ -6,11 +6,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from market.engines import create_engine
+from market.engines.synthetic import SyntheticEngine
 from market.engines.synthetic.normaliser import repeat_normalisers
 from market.mechanisms.mosaic import logsumexp
 from market.prompts import Brand, Query, advertiser_prompt, context_prompt, reference_prompt
@@ -76,3 +78,46 @@ def test_a_batch_of_chains_is_each_prompts_own_chain():
     for prompt, chain in zip(prompts, batch, strict=True):
         np.testing.assert_array_equal(chain, world.chain(prompt))
         assert chain.base is None and not chain.flags.writeable
+
+
+def reference_steer(world, brand: str, topic: str | None, base: np.ndarray) -> np.ndarray:
+    """ "Advertise ``brand``" as the world model's docstring states it, one brand and one column
+    at a time (as `World.advertiser_steer` computed it before brands were steered together)."""
+    p = world._p
+    delta = np.zeros_like(base)
+    own_topics = set(world._brand_topics[brand])
+    for rival, token in world.brand_id.items():
+        if rival != brand and own_topics & set(world._brand_topics[rival]):
+            delta[:, token] -= p["rival_penalty"]
+    delta[:, world.brand_id[brand]] = p["ad_boost"]
+    own = np.zeros(world.vocab_size, dtype=bool)
+    for own_topic in own_topics:
+        own |= world._topic_mask[own_topic]
+    delta[:, own] += p["topic_pull"]
+    if topic is None or topic in own_topics or not own.any():
+        return delta
+    on_query = world._topic_mask[topic]
+    lost = np.exp(base[:, on_query]).sum(axis=1) * -np.expm1(-p["shoehorn"])
+    gained = np.exp(base[:, own] + delta[:, own]).sum(axis=1)
+    delta[:, on_query] -= p["shoehorn"]
+    delta[:, own] += np.log1p(lost / gained)[:, None]
+    return delta
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"shoehorn": 2.0, "topic_pull": 1.3, "rival_penalty": 0.7, "ad_boost": 3.1}],
+)
+def test_brands_steered_together_are_each_brands_own_steer(params):
+    """Every catalog brand, relevant and irrelevant (shoehorning), for queries of every topic
+    and none: `advertiser_steers` equals the one-brand-at-a-time definition bit for bit."""
+    world = SyntheticEngine(catalog=load_scenario("free_riding").catalog(), **params).world
+    assert world._p["shoehorn"] > 0  # irrelevant brands shoehorn
+    brands = list(world.brands)
+    topics = [*world.topics, None]
+    for topic in topics:
+        base = world.query_logits(Query(f"a question about {topic}", topic=topic))
+        content = base[: world.max_len]
+        together = world.advertiser_steers(brands, topic, content)
+        for brand, steer in zip(brands, together, strict=True):
+            np.testing.assert_array_equal(steer, reference_steer(world, brand, topic, content))

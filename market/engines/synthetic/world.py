@@ -107,7 +107,7 @@ class World:
         self._p = dict(params)
         self._build_vocabulary(catalog, phrases_per_topic)
         self._query_logits_cache = LRU(cache_size)
-        self._steer_parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # `_rivals_and_own`
+        self._steer_rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # `_steer_row`
 
     # ----------------------------------------------------------------------------- vocabulary
 
@@ -288,46 +288,66 @@ class World:
         """What "advertise ``brand``" adds to π_ref's content logits ``base`` (L, V) for a query of
         ``topic`` (module docstring). Shoehorning moves, at each position, the mass the query topic
         loses to the brand's own topics, so generic content and EOS keep their probability."""
+        return self.advertiser_steers([brand], topic, base)[0]
+
+    def advertiser_steers(
+        self, brands: Sequence[str], topic: str | None, base: np.ndarray
+    ) -> np.ndarray:
+        """`advertiser_steer` of each brand for one query, (K, L, V): the mass the query topic
+        loses is computed once for all of them."""
         p = self._p
-        rivals, own = self._rivals_and_own(brand)
-        delta = np.zeros_like(base)
-        delta[:, rivals] -= p["rival_penalty"]
-        delta[:, self.brand_id[brand]] = p["ad_boost"]
-        delta[:, own] += p["topic_pull"]
-        own_topics = self._brand_topics[brand]
-        if topic is None or is_relevant(own_topics, topic) or not own.any():
+        steers = np.stack([self._steer_row(brand)[0] for brand in brands])
+        delta = np.repeat(steers[:, None, :], len(base), axis=1)
+        shoehorned = [
+            k
+            for k, brand in enumerate(brands)
+            if topic is not None
+            and not is_relevant(self._brand_topics[brand], topic)
+            and self._steer_row(brand)[1].any()
+        ]
+        if not shoehorned:
             return delta
         on_query = self._topic_mask[topic]
         lost = np.exp(base[:, on_query]).sum(axis=1) * -np.expm1(-p["shoehorn"])
-        gained = np.exp(base[:, own] + delta[:, own]).sum(axis=1)
-        delta[:, on_query] -= p["shoehorn"]
-        delta[:, own] += np.log1p(lost / gained)[:, None]
+        for k in shoehorned:
+            own = self._steer_row(brands[k])[1]
+            gained = np.exp(base[:, own] + delta[k][:, own]).sum(axis=1)
+            delta[k][:, on_query] -= p["shoehorn"]
+            delta[k][:, own] += np.log1p(lost / gained)[:, None]
         return delta
 
-    def _rivals_and_own(self, brand: str) -> tuple[np.ndarray, np.ndarray]:
-        """The mention ids of ``brand``'s competitors (catalog brands sharing one of its topics)
-        and the mask (V,) of its own topics' segments; built once per brand."""
-        cached = self._steer_parts.get(brand)
+    def _steer_row(self, brand: str) -> tuple[np.ndarray, np.ndarray]:
+        """What "advertise ``brand``" adds at every position before any shoehorning (V,):
+        ``ad_boost`` on its mention, ``topic_pull`` on its own topics' segments, ``−
+        rival_penalty`` on its competitors' mentions (catalog brands sharing one of its topics);
+        and the mask (V,) of its own topics' segments. Built once per brand."""
+        cached = self._steer_rows.get(brand)
         if cached is None:
+            p = self._p
             own_topics = set(self._brand_topics[brand])
-            rivals = [
-                token
-                for rival, token in self.brand_id.items()
-                if rival != brand and own_topics & set(self._brand_topics[rival])
-            ]
+            steer = np.zeros(self.vocab_size)
+            for rival, token in self.brand_id.items():
+                if rival != brand and own_topics & set(self._brand_topics[rival]):
+                    steer[token] -= p["rival_penalty"]
+            steer[self.brand_id[brand]] = p["ad_boost"]
             own = np.zeros(self.vocab_size, dtype=bool)
             for own_topic in own_topics:
                 own |= self._topic_mask[own_topic]
-            cached = self._steer_parts[brand] = (np.array(rivals, dtype=np.intp), own)
+            steer[own] += p["topic_pull"]
+            cached = self._steer_rows[brand] = (steer, own)
         return cached
+
+    def _check_brands(self, prompt: Prompt) -> None:
+        """Every brand of the prompt is the catalog's, with the catalog's topics."""
+        for brand in prompt.brands:
+            self.brand_topics(brand, f"{prompt.role} prompt")
 
     def prompt_logits(self, prompt: Prompt) -> np.ndarray:
         """The logits (max_len + 1, V) of a structured prompt: π_ref's plus its role's steer."""
         logits = self.query_logits(prompt.query).copy()
         p = self._p
         names = [b.name for b in prompt.brands]
-        for brand in prompt.brands:
-            self.brand_topics(brand, f"{prompt.role} prompt")
+        self._check_brands(prompt)
         topic = self.query_topic(prompt.query)
         if prompt.role == "advertiser":
             logits[: self.max_len] += self.advertiser_steer(names[0], topic, logits[: self.max_len])
@@ -355,16 +375,37 @@ class World:
         return self.chains([prompt])[0]
 
     def chains(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
-        """Each prompt's `chain`, their normalisers computed together (`repeat_normalisers`: one
-        call for every row of every prompt, the same numbers as one prompt at a time)."""
+        """Each prompt's `chain`, computed together: the advertiser prompts of one query get their
+        steers in one call (`advertiser_steers`) and every row's normaliser comes from one
+        `repeat_normalisers` call. The same numbers as one prompt at a time."""
         V, rows = self.vocab_size, self.max_len + 1
-        logits = np.stack([self.prompt_logits(prompt) for prompt in prompts])
+        logits = self._prompts_logits(prompts)
         lse = repeat_normalisers(logits.reshape(-1, V), self._p["repeat_penalty"], self.eos)
         stacked = np.concatenate([logits, lse.reshape(len(prompts), rows, V + 1)], axis=2)
         chains = [chain.copy() for chain in stacked]  # a cached chain holds no other's memory
         for chain in chains:
             chain.setflags(write=False)
         return chains
+
+    def _prompts_logits(self, prompts: Sequence[Prompt]) -> np.ndarray:
+        """Each prompt's `prompt_logits`, stacked (K, max_len + 1, V)."""
+        logits = np.empty((len(prompts), self.max_len + 1, self.vocab_size))
+        advertising: dict[tuple[str, str | None], list[int]] = {}  # query -> its prompts' rows
+        for k, prompt in enumerate(prompts):
+            if prompt.role != "advertiser":
+                logits[k] = self.prompt_logits(prompt)
+                continue
+            self._check_brands(prompt)
+            advertising.setdefault((prompt.query.text, prompt.query.topic), []).append(k)
+        for ks in advertising.values():
+            query = prompts[ks[0]].query
+            base = self.query_logits(query)
+            brands = [prompts[k].brands[0].name for k in ks]
+            logits[ks] = base
+            content = logits[ks, : self.max_len]
+            content += self.advertiser_steers(brands, self.query_topic(query), base[: self.max_len])
+            logits[ks, : self.max_len] = content
+        return logits
 
     def expand(self, chain: np.ndarray) -> np.ndarray:
         """The full table (max_len + 1, V + 1, V) of a compact `chain`: exactly `table`'s numbers."""
