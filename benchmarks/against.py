@@ -59,6 +59,11 @@ class Comparison:
         """This checkout's median rounds/s over the revision's."""
         return statistics.median(self.ours) / statistics.median(self.theirs)
 
+    @property
+    def pair_ratios(self) -> tuple[float, ...]:
+        """Each pair's ratio: the two runs closest in time, so least apart in machine load."""
+        return tuple(o / t for o, t in zip(self.ours, self.theirs, strict=True))
+
 
 def export(revision: str, into: Path) -> None:
     """The tree of ``revision`` (a commit, tag or branch of this repository) written into
@@ -129,12 +134,15 @@ def table(comparison: Comparison) -> Table:
     view.add_column("pair", justify="right")
     view.add_column(comparison.revision, justify="right")
     view.add_column("this checkout", justify="right")
-    for k, (theirs, ours) in enumerate(zip(comparison.theirs, comparison.ours, strict=True), 1):
-        view.add_row(str(k), f"{theirs:,.0f}", f"{ours:,.0f}")
+    view.add_column("ratio", justify="right")
+    rows = zip(comparison.theirs, comparison.ours, comparison.pair_ratios, strict=True)
+    for k, (theirs, ours, ratio) in enumerate(rows, 1):
+        view.add_row(str(k), f"{theirs:,.0f}", f"{ours:,.0f}", f"{ratio:.2f}x")
     view.add_row(
         "median",
         f"{statistics.median(comparison.theirs):,.0f}",
         f"{statistics.median(comparison.ours):,.0f}",
+        f"{statistics.median(comparison.pair_ratios):.2f}x",
     )
     return view
 

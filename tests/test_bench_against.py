@@ -19,6 +19,9 @@ def test_against_a_revision_measures_its_code_and_this_checkout_alternately():
     assert all(speed > 0 for speed in comparison.theirs + comparison.ours)
     theirs, ours = sorted(comparison.theirs), sorted(comparison.ours)
     assert comparison.ratio == pytest.approx((ours[0] + ours[1]) / (theirs[0] + theirs[1]))
+    assert comparison.pair_ratios == pytest.approx(
+        [o / t for o, t in zip(comparison.ours, comparison.theirs, strict=True)]
+    )
     assert table(comparison).row_count == 3  # two pairs and the medians
 
 
