@@ -296,21 +296,17 @@ class World:
         """`advertiser_steer` of each brand for one query, (K, L, V): the mass the query topic
         loses is computed once for all of them."""
         p = self._p
-        steers = np.stack([self._steer_row(brand)[0] for brand in brands])
-        delta = np.repeat(steers[:, None, :], len(base), axis=1)
-        shoehorned = [
-            k
-            for k, brand in enumerate(brands)
-            if topic is not None
-            and not is_relevant(self._brand_topics[brand], topic)
-            and self._steer_row(brand)[1].any()
-        ]
-        if not shoehorned:
+        rows = [self._steer_row(brand) for brand in brands]  # (steer, own-topic mask) each
+        delta = np.repeat(np.stack([steer for steer, _ in rows])[:, None, :], len(base), axis=1)
+        if topic is None:
             return delta
         on_query = self._topic_mask[topic]
-        lost = np.exp(base[:, on_query]).sum(axis=1) * -np.expm1(-p["shoehorn"])
-        for k in shoehorned:
-            own = self._steer_row(brands[k])[1]
+        lost = None
+        for k, (brand, (_, own)) in enumerate(zip(brands, rows, strict=True)):
+            if is_relevant(self._brand_topics[brand], topic) or not own.any():
+                continue
+            if lost is None:
+                lost = np.exp(base[:, on_query]).sum(axis=1) * -np.expm1(-p["shoehorn"])
             gained = np.exp(base[:, own] + delta[k][:, own]).sum(axis=1)
             delta[k][:, on_query] -= p["shoehorn"]
             delta[k][:, own] += np.log1p(lost / gained)[:, None]
@@ -337,30 +333,49 @@ class World:
             cached = self._steer_rows[brand] = (steer, own)
         return cached
 
-    def _check_brands(self, prompt: Prompt) -> None:
-        """Every brand of the prompt is the catalog's, with the catalog's topics."""
-        for brand in prompt.brands:
-            self.brand_topics(brand, f"{prompt.role} prompt")
-
     def prompt_logits(self, prompt: Prompt) -> np.ndarray:
         """The logits (max_len + 1, V) of a structured prompt: π_ref's plus its role's steer."""
+        return self._prompts_logits([prompt])[0]
+
+    def _prompts_logits(self, prompts: Sequence[Prompt]) -> np.ndarray:
+        """Each prompt's `prompt_logits`, stacked (K, max_len + 1, V); the advertiser prompts of
+        one query are steered together (`advertiser_steers`)."""
+        L = self.max_len
+        logits = np.empty((len(prompts), L + 1, self.vocab_size))
+        advertising: dict[tuple[str, str | None], list[int]] = {}  # query -> its prompts' rows
+        for k, prompt in enumerate(prompts):
+            for brand in prompt.brands:
+                self.brand_topics(brand, f"{prompt.role} prompt")
+            if prompt.role == "advertiser":
+                advertising.setdefault((prompt.query.text, prompt.query.topic), []).append(k)
+            else:
+                logits[k] = self._listing_logits(prompt)
+        for ks in advertising.values():
+            query = prompts[ks[0]].query
+            base = self.query_logits(query)
+            logits[ks] = base
+            brands = [prompts[k].brands[0].name for k in ks]
+            logits[ks, :L] += self.advertiser_steers(brands, self.query_topic(query), base[:L])
+        return logits
+
+    def _listing_logits(self, prompt: Prompt) -> np.ndarray:
+        """A reference or context prompt's logits: π_ref's, plus π_con's diluted boost on every
+        brand the context prompt lists (module docstring)."""
         logits = self.query_logits(prompt.query).copy()
+        if prompt.role != "context":
+            return logits
         p = self._p
         names = [b.name for b in prompt.brands]
-        self._check_brands(prompt)
+        require(
+            len(set(names)) == len(names),
+            f"the context prompt lists a brand twice ({names}); list each entrant once",
+        )
         topic = self.query_topic(prompt.query)
-        if prompt.role == "advertiser":
-            logits[: self.max_len] += self.advertiser_steer(names[0], topic, logits[: self.max_len])
-        elif prompt.role == "context":
-            require(
-                len(set(names)) == len(names),
-                f"the context prompt lists a brand twice ({names}); list each entrant once",
-            )
-            k = len(names)
-            for name in names:
-                rel = float(is_relevant(self._brand_topics[name], topic))
-                weight = (p["rel_floor"] + (1 - p["rel_floor"]) * rel) / k ** p["dilution"]
-                logits[: self.max_len, self.brand_id[name]] += weight * p["con_boost"]
+        k = len(names)
+        for name in names:
+            rel = float(is_relevant(self._brand_topics[name], topic))
+            weight = (p["rel_floor"] + (1 - p["rel_floor"]) * rel) / k ** p["dilution"]
+            logits[: self.max_len, self.brand_id[name]] += weight * p["con_boost"]
         return logits
 
     def chain(self, prompt: Prompt) -> np.ndarray:
@@ -386,26 +401,6 @@ class World:
         for chain in chains:
             chain.setflags(write=False)
         return chains
-
-    def _prompts_logits(self, prompts: Sequence[Prompt]) -> np.ndarray:
-        """Each prompt's `prompt_logits`, stacked (K, max_len + 1, V)."""
-        logits = np.empty((len(prompts), self.max_len + 1, self.vocab_size))
-        advertising: dict[tuple[str, str | None], list[int]] = {}  # query -> its prompts' rows
-        for k, prompt in enumerate(prompts):
-            if prompt.role != "advertiser":
-                logits[k] = self.prompt_logits(prompt)
-                continue
-            self._check_brands(prompt)
-            advertising.setdefault((prompt.query.text, prompt.query.topic), []).append(k)
-        for ks in advertising.values():
-            query = prompts[ks[0]].query
-            base = self.query_logits(query)
-            brands = [prompts[k].brands[0].name for k in ks]
-            logits[ks] = base
-            content = logits[ks, : self.max_len]
-            content += self.advertiser_steers(brands, self.query_topic(query), base[: self.max_len])
-            logits[ks, : self.max_len] = content
-        return logits
 
     def expand(self, chain: np.ndarray) -> np.ndarray:
         """The full table (max_len + 1, V + 1, V) of a compact `chain`: exactly `table`'s numbers."""
