@@ -86,7 +86,9 @@ def export(revision: str, into: Path) -> None:
         tar.write(archive)
         tar.seek(0)
         with tarfile.open(fileobj=tar) as tree:
-            tree.extractall(into, filter="data")
+            # git's own archive of this repository; the "data" filter exists from Python 3.11.4
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tree.extractall(into, **safe)
     if not (into / "benchmarks" / "market.py").is_file():
         raise UsageError(
             f"--against {revision}: that revision has no benchmarks/market.py to measure; give "
