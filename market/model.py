@@ -386,13 +386,8 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
 def _lists(values: list[list], kind: pa.DataType) -> pa.Array:
     """Python lists as an Arrow list column, from their items and offsets (pyarrow's typed
     conversion of nested lists takes ~2 us an item), NaN items stored as null."""
-    items = list(itertools.chain.from_iterable(values))
-    item = kind.value_type
-    if pa.types.is_floating(item):
-        flat = _floats(np.array(items, dtype=item.to_pandas_dtype()), item)
-    else:
-        flat = pa.array(items, type=item, from_pandas=True)
-    return pa.ListArray.from_arrays(_offsets(values), flat, type=kind)
+    items = _column(list(itertools.chain.from_iterable(values)), kind.value_type)
+    return pa.ListArray.from_arrays(_offsets(values), items, type=kind)
 
 
 def _float_arrays(values: list[np.ndarray], kind: pa.DataType) -> pa.Array:
