@@ -4,8 +4,9 @@ Row (t, prev) of a prompt's model is log softmax over tokens y of ``logits[t, y]
 repeat_penalty·[y = prev]`` (`world` docstring); `World.chain` keeps each row's normaliser, its
 logsumexp. The direct way is one exp for every entry of a (rows, V + 1, V) array and a logsumexp
 over its last axis. But the rows of one position t differ only on their diagonal: where the row's
-peak is the position's largest logit, exp(entry − peak) is the same number in every row but one. `repeat_normalisers` exponentiates each position's logits once and copies them, then only
-the diagonal and the few rows with another peak (prev is the unique argmax, pushed down by the
+peak is the position's largest logit, exp(entry − peak) is the same number in every row but one.
+`repeat_normalisers` exponentiates each position's logits once and copies them, then only the
+diagonal and the few rows with another peak (prev is the unique argmax, pushed down by the
 penalty) on their own, and sums with the same reduction over the same layout. Same exp of the same
 differences, same sums: its numbers are the direct way's, bit for bit
 (tests/test_synthetic_normaliser.py holds the direct way).
